@@ -1,0 +1,36 @@
+"""refbench: datasets, official-grade evaluation, reference baselines and a leaderboard.
+
+`import refbench` is cheap: it imports neither torch nor transformers nor datasets.
+Everything heavy is reached lazily through the registries.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets as hf_datasets
+
+
+def load_dataset(name: str, split: str | None = None, *, config: str | None = None,
+                 cache_dir: str | None = None) -> "hf_datasets.Dataset | hf_datasets.DatasetDict":
+    """Load a prepared dataset from the refbench cache as a Hugging Face `datasets` object.
+
+    Run `refbench datasets prepare NAME --root DIR` once first; this only reads the cache.
+    """
+    from refbench.datasets.base import load_prepared
+
+    return load_prepared(name, split=split, config=config, cache_dir=cache_dir)
+
+
+def __getattr__(attr: str) -> Any:
+    if attr in {"DATASETS", "METRICS", "BENCHMARKS", "BASELINES"}:
+        from refbench import registry
+
+        return getattr(registry, attr)
+    raise AttributeError(f"module 'refbench' has no attribute {attr!r}")
+
+
+__all__ = ["__version__", "load_dataset"]

@@ -1,0 +1,1 @@
+"""Reference baselines: one readable file per model family, plus YAML recipes."""

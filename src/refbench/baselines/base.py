@@ -1,0 +1,69 @@
+"""The baseline contract the common runner relies on.
+
+A baseline is an `nn.Module` registered with `@BASELINES.register(name)`. It owns
+everything model-specific: turning dataset rows into features (`encode`), batching
+(`collate`), the loss (`training_step`) and predictions in the benchmark's submission
+format (`predict`). The engine only sees these methods, so it never imports a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets as hf_datasets
+
+    from refbench.benchmarks.spec import BenchmarkSpec
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One prediction: the id the submission format keys on and the value it writes."""
+
+    id: Any
+    value: Any
+
+
+class Baseline(nn.Module):
+    """Base class of every registered baseline.
+
+    Lifecycle: `create(model_cfg, spec, train_rows, run_dir)` builds a fresh model (and
+    any artifacts such as a tokenizer, saved under `run_dir`); `restore(model_cfg, spec,
+    run_dir)` rebuilds the same architecture from `run_dir` so a checkpoint can be loaded.
+    """
+
+    #: dataclass describing `model:` in recipes; overrides are type-checked against it
+    Config: ClassVar[type]
+
+    @classmethod
+    def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+               train_rows: "hf_datasets.Dataset", run_dir: Path,
+               init_from: str | None = None) -> "Baseline":
+        raise NotImplementedError
+
+    @classmethod
+    def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+                run_dir: Path) -> "Baseline":
+        raise NotImplementedError
+
+    def encode(self, rows: "hf_datasets.Dataset") -> Sequence[Mapping[str, Any]]:
+        """Dataset rows -> a sequence of feature dicts (done once, before training)."""
+        raise NotImplementedError
+
+    def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """A list of feature dicts -> one batch of tensors."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Return at least `{"loss": scalar tensor}`."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, batch: Mapping[str, torch.Tensor]) -> list[Prediction]:
+        """Predictions for one batch, in the benchmark's submission format."""
+        raise NotImplementedError

@@ -1,0 +1,220 @@
+"""BERT-family sequence classifier / regressor for GLUE, through Hugging Face transformers.
+
+The architecture comes from the recipe (`hidden_size`, `num_hidden_layers`, ...), so one
+file covers BERT-base, BERT-small and the tiny CPU smoke model. Weights start random, or
+from a local checkpoint folder (`init_from`, e.g. a BERT saved with `save_pretrained`);
+nothing is downloaded. The tokenizer is a WordPiece vocabulary trained on the training
+split (saved in the run folder, so predict and resume use the very same one) or the
+tokenizer of `tokenizer` / `init_from`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import torch
+
+from refbench.baselines.base import Baseline, Prediction
+from refbench.config import from_dict
+from refbench.errors import RefbenchError
+from refbench.io import atomic_write_json
+from refbench.registry import BASELINES
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets as hf_datasets
+
+    from refbench.benchmarks.spec import BenchmarkSpec
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TOKENIZER_DIR = "tokenizer"
+MODEL_CONFIG = "model_config.json"
+
+
+@dataclass
+class BertConfig:
+    """`model:` section of a BERT recipe (BERT-base defaults)."""
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    vocab_size: int = 30522
+    max_length: int = 128
+    lowercase: bool = True
+    tokenizer: str | None = None
+    classifier_dropout: float | None = None
+
+
+def _task_of(spec: "BenchmarkSpec") -> Any:
+    from refbench.datasets.glue import TASKS
+
+    try:
+        return TASKS[spec.dataset.config]
+    except KeyError:
+        raise RefbenchError(f"the bert baseline handles GLUE tasks; benchmark {spec.name} uses "
+                            f"{spec.dataset.name}/{spec.dataset.config}") from None
+
+
+def _texts(rows: "hf_datasets.Dataset", fields: Sequence[str]) -> Iterator[str]:
+    for name in fields:
+        yield from rows[name]
+
+
+def train_wordpiece(texts: Iterator[str], vocab_size: int, lowercase: bool, out: Path) -> None:
+    """Train a BERT WordPiece tokenizer on local text and save it as a transformers folder."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                        show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.decoder = decoders.WordPiece()
+    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                             do_lower_case=lowercase)
+    fast.save_pretrained(str(out))
+
+
+@BASELINES.register("bert", family="BERT (Devlin et al., 2019)", tasks="glue")
+class BertClassifier(Baseline):
+    """`BertForSequenceClassification` behind the baseline contract."""
+
+    Config = BertConfig
+
+    def __init__(self, cfg: BertConfig, hf_model: Any, tokenizer: Any, task: Any) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = hf_model
+        self.tokenizer = tokenizer
+        self.task = task
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+               train_rows: "hf_datasets.Dataset", run_dir: Path,
+               init_from: str | None = None) -> "BertClassifier":
+        from transformers import AutoTokenizer, BertForSequenceClassification
+        from transformers import BertConfig as HFBertConfig
+
+        cfg = from_dict(BertConfig, dict(model_cfg), prefix="model")
+        task = _task_of(spec)
+        run_dir = Path(run_dir)
+        tok_dir = run_dir / TOKENIZER_DIR
+        num_labels = 1 if task.is_regression else len(task.label_names)
+        if init_from is not None:
+            src = Path(init_from)
+            if not (src / "config.json").exists():
+                raise RefbenchError("not a local checkpoint folder (no config.json)", path=src)
+            if not tok_dir.exists():
+                AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(tok_dir))
+            hf_model = BertForSequenceClassification.from_pretrained(
+                str(src), num_labels=num_labels,
+                problem_type="regression" if task.is_regression else "single_label_classification")
+        else:
+            if not tok_dir.exists():
+                if cfg.tokenizer is not None:
+                    AutoTokenizer.from_pretrained(cfg.tokenizer).save_pretrained(str(tok_dir))
+                else:
+                    train_wordpiece(_texts(train_rows, task.text_fields), cfg.vocab_size,
+                                    cfg.lowercase, tok_dir)
+            tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+            hf_cfg = HFBertConfig(
+                vocab_size=len(tokenizer), hidden_size=cfg.hidden_size,
+                num_hidden_layers=cfg.num_hidden_layers,
+                num_attention_heads=cfg.num_attention_heads,
+                intermediate_size=cfg.intermediate_size, hidden_act=cfg.hidden_act,
+                hidden_dropout_prob=cfg.hidden_dropout_prob,
+                attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
+                max_position_embeddings=cfg.max_position_embeddings,
+                classifier_dropout=cfg.classifier_dropout, num_labels=num_labels,
+                problem_type="regression" if task.is_regression else "single_label_classification",
+                pad_token_id=tokenizer.pad_token_id)
+            hf_model = BertForSequenceClassification(hf_cfg)
+        hf_model.config.save_pretrained(str(run_dir / "hf_config"))
+        atomic_write_json(run_dir / MODEL_CONFIG, asdict(cfg))
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        return cls(cfg, hf_model, tokenizer, task)
+
+    @classmethod
+    def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+                run_dir: Path) -> "BertClassifier":
+        from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+        run_dir = Path(run_dir)
+        for needed in (run_dir / TOKENIZER_DIR, run_dir / "hf_config" / "config.json"):
+            if not needed.exists():
+                raise RefbenchError("run folder is incomplete (was it trained?)", path=needed)
+        cfg = from_dict(BertConfig, json.loads((run_dir / MODEL_CONFIG).read_text()), prefix="model")
+        hf_model = BertForSequenceClassification(AutoConfig.from_pretrained(str(run_dir / "hf_config")))
+        tokenizer = AutoTokenizer.from_pretrained(str(run_dir / TOKENIZER_DIR))
+        return cls(cfg, hf_model, tokenizer, _task_of(spec))
+
+    # -- data -----------------------------------------------------------------------------
+    def encode(self, rows: "hf_datasets.Dataset") -> list[dict[str, Any]]:
+        fields = self.task.text_fields
+        columns = [rows[name] for name in fields]
+        enc = self.tokenizer(*columns, truncation=True, max_length=self.cfg.max_length,
+                             return_attention_mask=False)
+        labels = rows["label"]
+        ids = rows["idx"]
+        return [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+                 "label": labels[i], "idx": ids[i]} for i in range(len(rows))]
+
+    def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        pad = self.tokenizer.pad_token_id
+        n = len(features)
+        input_ids = torch.full((n, width), pad, dtype=torch.long)
+        token_type_ids = torch.zeros((n, width), dtype=torch.long)
+        attention_mask = torch.zeros((n, width), dtype=torch.long)
+        for i, f in enumerate(features):
+            length = len(f["input_ids"])
+            input_ids[i, :length] = torch.tensor(f["input_ids"])
+            token_type_ids[i, :length] = torch.tensor(f["token_type_ids"])
+            attention_mask[i, :length] = 1
+        dtype = torch.float32 if self.task.is_regression else torch.long
+        return {"input_ids": input_ids, "token_type_ids": token_type_ids,
+                "attention_mask": attention_mask,
+                "labels": torch.tensor([f["label"] for f in features], dtype=dtype),
+                "idx": torch.tensor([f["idx"] for f in features], dtype=torch.long)}
+
+    # -- steps ----------------------------------------------------------------------------
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> Any:
+        labels = batch.get("labels")
+        if labels is not None and not self.task.is_regression and bool((labels < 0).any()):
+            labels = None  # unlabeled (test) rows: logits only
+        return self.model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                          attention_mask=batch["attention_mask"], labels=labels)
+
+    def training_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.forward(batch)
+        if out.loss is None:
+            raise RefbenchError("training split has unlabeled rows (label -1)")
+        return {"loss": out.loss}
+
+    @torch.no_grad()
+    def predict(self, batch: Mapping[str, torch.Tensor]) -> list[Prediction]:
+        logits = self.forward({k: v for k, v in batch.items() if k != "labels"}).logits
+        ids = batch["idx"].tolist()
+        if self.task.is_regression:
+            values = logits.squeeze(-1).float().tolist()
+        else:
+            values = logits.argmax(-1).tolist()
+        return [Prediction(i, v) for i, v in zip(ids, values)]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())

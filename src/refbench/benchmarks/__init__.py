@@ -1,0 +1,1 @@
+"""Benchmarks: declarative YAML specs and the scoring of prediction files."""

@@ -1,0 +1,48 @@
+"""Submission formats: how a benchmark's predictions and official label files are read.
+
+Each format (`@FORMATS.register("glue_tsv")`) turns a prediction file and a reference
+source (an official label file, or the prepared dataset split) into two `{id: value}`
+maps that the scorer aligns. Readers validate strictly: a duplicate id, a NaN or an
+unparsable value raises a `RefbenchError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+from refbench.registry import Registry, _static_index
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets as hf_datasets
+
+    from refbench.benchmarks.spec import BenchmarkSpec
+
+
+class SubmissionFormat(ABC):
+    """Reads and writes one benchmark family's official prediction files."""
+
+    #: when True, ids missing from the predictions are scored (as the official script does)
+    #: and counted in the result; when False they are an error
+    allow_missing: ClassVar[bool] = False
+
+    @abstractmethod
+    def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
+        """Write predictions atomically in the official format."""
+
+    @abstractmethod
+    def read(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
+        """Parse a prediction file into `{id: prediction}`."""
+
+    @abstractmethod
+    def read_references(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
+        """Parse an official label file (or folder) into `{id: reference}`."""
+
+    @abstractmethod
+    def references_from_dataset(self, dataset: "hf_datasets.Dataset",
+                                spec: "BenchmarkSpec") -> dict[Any, Any]:
+        """The references of a prepared split, keyed like the prediction file."""
+
+
+FORMATS: Registry[Any] = Registry("submission format", _static_index("format"))

@@ -1,0 +1,122 @@
+"""Scoring of prediction files: the one code path behind `refbench evaluate`, the runner's
+final evaluation and the leaderboard.
+
+Predictions are always read from a file in the benchmark's submission format, so a local
+run, a user's file and a leaderboard submission are scored identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from refbench import __version__
+from refbench.benchmarks.formats import FORMATS, SubmissionFormat
+from refbench.benchmarks.spec import BenchmarkSpec, get_spec
+from refbench.errors import RefbenchError
+from refbench.io import sha256_path
+from refbench.results import ModelInfo, Provenance, Result, git_commit, hardware_string
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets as hf_datasets
+
+
+def label_set_sha256(references: Mapping[Any, Any]) -> str:
+    """A hash of the reference labels actually used (ids and values, order-free)."""
+    items = sorted((json.dumps(k, default=str), json.dumps(v, default=str))
+                   for k, v in references.items())
+    digest = hashlib.sha256()
+    for key, value in items:
+        digest.update(f"{key}\t{value}\n".encode())
+    return digest.hexdigest()
+
+
+def align(predictions: Mapping[Any, Any], references: Mapping[Any, Any], source: Path,
+          allow_missing: bool) -> tuple[list[Any], list[Any], dict[str, int]]:
+    """Pair predictions with references by id; missing / extra ids are errors unless the
+    format scores missing ids the way its official script does."""
+    extra = [k for k in predictions if k not in references]
+    if extra:
+        raise RefbenchError(f"{len(extra)} prediction id(s) not in the references, first "
+                            f"{extra[0]!r}", path=source)
+    missing = [k for k in references if k not in predictions]
+    if missing and not allow_missing:
+        raise RefbenchError(f"{len(missing)} id(s) of the references have no prediction, first "
+                            f"{missing[0]!r}", path=source)
+    keys = list(references)
+    preds = [predictions.get(k) for k in keys]
+    refs = [references[k] for k in keys]
+    counts = {"references": len(references), "predictions": len(predictions),
+              "missing": len(missing)}
+    return preds, refs, counts
+
+
+def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any]) -> tuple[dict[str, float],
+                                                                                        dict[str, str]]:
+    from refbench.registry import METRICS
+
+    entry = METRICS.entry(spec.metric.name)
+    registered = str(entry.meta.get("version", "1"))
+    if registered != spec.metric.version:
+        raise RefbenchError(f"benchmark {spec.key} wants metric {spec.metric.name} version "
+                            f"{spec.metric.version}, this refbench has version {registered}")
+    metric = entry.obj(**spec.metric.kwargs())
+    metric.update(preds, refs)
+    values = metric.compute()
+    default = bool(entry.meta.get("higher_is_better", True))
+    for key, value in values.items():
+        if not math.isfinite(value):
+            raise RefbenchError(f"metric {spec.metric.name} produced a non-finite {key}")
+    directions = {k: "higher" if metric.higher_is_better(k, default) else "lower" for k in values}
+    if spec.primary not in values:
+        raise RefbenchError(f"benchmark {spec.key}: primary key {spec.primary!r} not produced by "
+                            f"metric {spec.metric.name} (keys: {', '.join(values)})")
+    return {k: float(v) for k, v in values.items()}, directions
+
+
+def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
+                  references: str | Path | None = None, *, split: str | None = None,
+                  cache_dir: str | None = None, model: ModelInfo | None = None,
+                  seed: int | None = None, rows: "hf_datasets.Dataset | None" = None) -> Result:
+    """Score a prediction file against an official label file/folder (`references`), the
+    given prepared rows (`rows`, e.g. a `--limit` subset) or the whole prepared split."""
+    started = time.time()
+    spec = benchmark if isinstance(benchmark, BenchmarkSpec) else get_spec(benchmark)
+    pred_path = Path(predictions)
+    if not pred_path.exists():
+        raise RefbenchError("prediction file not found", path=pred_path)
+    fmt: SubmissionFormat = FORMATS.get(spec.submission.format)()
+    preds_map = fmt.read(pred_path, spec)
+    fingerprint = None
+    used_split = split or spec.split
+    if references is not None:
+        ref_path = Path(references)
+        if not ref_path.exists():
+            raise RefbenchError("references not found", path=ref_path)
+        refs_map = fmt.read_references(ref_path, spec)
+    else:
+        from refbench.datasets.base import dataset_fingerprint, load_prepared
+
+        if rows is None:
+            rows = load_prepared(spec.dataset.name, split=used_split, config=spec.dataset.config,
+                                 cache_dir=cache_dir)
+        else:
+            used_split = f"{used_split}[:{len(rows)}]"
+        refs_map = fmt.references_from_dataset(rows, spec)
+        fingerprint = dataset_fingerprint(spec.dataset.name, cache_dir)
+    if not refs_map:
+        raise RefbenchError("the references hold no labelled example", path=references)
+    preds, refs, counts = align(preds_map, refs_map, pred_path, fmt.allow_missing)
+    metrics, directions = compute_metrics(spec, preds, refs)
+    return Result(
+        benchmark=spec.name, benchmark_version=spec.version, split=used_split, metrics=metrics,
+        directions=directions, primary=spec.primary, model=model, counts=counts,
+        provenance=Provenance(
+            refbench_version=__version__, git_commit=git_commit(), dataset_fingerprint=fingerprint,
+            label_set_sha256=label_set_sha256(refs_map), predictions_sha256=sha256_path(pred_path),
+            seed=seed, hardware=hardware_string(), wall_time_s=round(time.time() - started, 3)),
+    )

@@ -1,0 +1,355 @@
+"""The `refbench` command line: one typer app.
+
+Every command has `--help`; commands that report take `--json` for machine output. A
+user-input problem prints one line (`refbench: error: FILE:LINE: what`) and exits 2.
+Importing this module (and `refbench --help`) imports neither torch nor transformers:
+the heavy modules are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from refbench.errors import RefbenchError
+
+app = typer.Typer(
+    help="refbench: datasets, official-grade evaluation, reference baselines and a leaderboard "
+         "behind one runner.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+datasets_app = typer.Typer(help="Check, prepare and synthesize datasets in their official layouts.",
+                           no_args_is_help=True)
+benchmarks_app = typer.Typer(help="Inspect benchmark specs.", no_args_is_help=True)
+baselines_app = typer.Typer(help="Inspect reference baselines and their recipes.",
+                            no_args_is_help=True)
+leaderboard_app = typer.Typer(help="A local leaderboard file of scored results.",
+                              no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(benchmarks_app, name="benchmarks")
+app.add_typer(baselines_app, name="baselines")
+app.add_typer(leaderboard_app, name="leaderboard")
+
+JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+KINDS = ("datasets", "benchmarks", "baselines", "metrics")
+
+
+def _emit(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[str(c) for c in row])
+    Console().print(table)
+
+
+# -- list -------------------------------------------------------------------------------
+@app.command("list")
+def list_cmd(kind: str = typer.Argument(..., help="datasets | benchmarks | baselines | metrics"),
+             pattern: str = typer.Option("*", "--pattern", "-p", help="Shell-style name filter."),
+             as_json: bool = JSON_OPT) -> None:
+    """List registered datasets, benchmarks, baselines or metrics."""
+    from refbench.registry import REGISTRIES
+
+    if kind not in REGISTRIES:
+        raise RefbenchError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    reg = REGISTRIES[kind]
+    names = reg.list(pattern)
+    if kind == "benchmarks":
+        specs = [reg.get(n) for n in names]
+        data = [{"name": s.name, "version": s.version, "dataset": f"{s.dataset.name}/{s.dataset.config}",
+                 "split": s.split, "metric": s.metric.name, "primary": s.primary,
+                 "submission": s.submission.filename} for s in specs]
+    else:
+        data = [{"name": n, "target": reg.index.get(n, "")} for n in names]
+    if as_json:
+        _emit(data)
+    elif data:
+        _table(kind, list(data[0]), [list(d.values()) for d in data])
+    else:
+        typer.echo(f"no {kind} match {pattern!r}")
+
+
+# -- datasets ---------------------------------------------------------------------------
+def _builder(name: str) -> Any:
+    from refbench.datasets.base import get_builder
+
+    return get_builder(name)
+
+
+@datasets_app.command("check")
+def datasets_check(name: str = typer.Argument(..., help="Dataset name, e.g. glue."),
+                   root: Path = typer.Option(..., "--root", help="Folder of the official release."),
+                   config: list[str] = typer.Option([], "--config", "-c",
+                                                    help="Only these configs (repeatable)."),
+                   as_json: bool = JSON_OPT) -> None:
+    """Report missing files and the first malformed line of each file; writes nothing."""
+    builder = _builder(name)
+    report = builder.check(root, builder.resolve_configs(config or None))
+    if as_json:
+        _emit(report.to_json())
+    else:
+        typer.echo(f"{name}: {len(report.found)} file(s) found under {root}")
+        for problem in report.problems:
+            typer.echo(f"  problem: {problem.format()}")
+        typer.echo("ok" if report.ok else f"{len(report.problems)} problem(s)")
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+@datasets_app.command("prepare")
+def datasets_prepare(name: str = typer.Argument(..., help="Dataset name, e.g. glue."),
+                     root: Path = typer.Option(..., "--root", help="Folder of the official release."),
+                     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
+                                                              help="Default: $REFBENCH_CACHE or ~/.cache/refbench."),
+                     config: list[str] = typer.Option([], "--config", "-c", help="Only these configs."),
+                     as_json: bool = JSON_OPT) -> None:
+    """Parse and validate the release, then write Arrow files + manifest.json atomically."""
+    manifest = _builder(name).prepare(root, cache_dir, config or None, progress=not as_json)
+    if as_json:
+        _emit(manifest)
+    else:
+        typer.echo(f"prepared {name}@{manifest['version']} fingerprint {manifest['fingerprint'][:12]}")
+
+
+@datasets_app.command("synthesize")
+def datasets_synthesize(name: str = typer.Argument(..., help="Dataset name, e.g. glue."),
+                        out: Path = typer.Option(..., "--out", help="Folder to write the layout into."),
+                        n: int = typer.Option(200, "--n", help="Training examples per config."),
+                        seed: int = typer.Option(0, "--seed")) -> None:
+    """Write a synthetic copy of the official layout that a model can learn from."""
+    root = _builder(name).synthesize(out, n=n, seed=seed)
+    typer.echo(str(root))
+
+
+@datasets_app.command("info")
+def datasets_info(name: str = typer.Argument(...), as_json: bool = JSON_OPT) -> None:
+    """Version, licence, citation, configs and expected layout of a dataset."""
+    b = _builder(name)
+    data = {"name": b.name, "version": b.version, "license": b.license, "citation": b.citation,
+            "homepage": b.homepage, "gated": b.gated,
+            "configs": {c: b.splits(c) for c in b.configs()}, "layout": b.layout()}
+    if as_json:
+        _emit(data)
+    else:
+        for key, value in data.items():
+            typer.echo(f"{key}: {value}")
+
+
+# -- benchmarks / baselines --------------------------------------------------------------
+@benchmarks_app.command("list")
+def benchmarks_list(pattern: str = typer.Option("*", "--pattern", "-p"), as_json: bool = JSON_OPT) -> None:
+    """List benchmark specs (same as `refbench list benchmarks`)."""
+    list_cmd("benchmarks", pattern, as_json)
+
+
+@benchmarks_app.command("show")
+def benchmarks_show(name: str = typer.Argument(...)) -> None:
+    """Print a benchmark spec as JSON."""
+    import dataclasses
+
+    from refbench.benchmarks.spec import get_spec
+
+    _emit(dataclasses.asdict(get_spec(name)))
+
+
+@baselines_app.command("list")
+def baselines_list(pattern: str = typer.Option("*", "--pattern", "-p"), as_json: bool = JSON_OPT) -> None:
+    """List baselines (same as `refbench list baselines`)."""
+    list_cmd("baselines", pattern, as_json)
+
+
+@baselines_app.command("recipes")
+def baselines_recipes(as_json: bool = JSON_OPT) -> None:
+    """List the recipes shipped with refbench."""
+    from refbench.config import RECIPES_DIR
+
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    if as_json:
+        _emit(names)
+    else:
+        typer.echo("\n".join(names))
+
+
+# -- train / predict / evaluate ------------------------------------------------------------
+@app.command()
+def train(baseline: str = typer.Argument(..., help="Baseline name, e.g. bert."),
+          benchmark: str = typer.Option(..., "--benchmark", "-b", help="Benchmark name, e.g. glue-sst2."),
+          recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML path."),
+          set_: list[str] = typer.Option([], "--set", help="Override a config key: a.b=value (repeatable)."),
+          name: Optional[str] = typer.Option(None, "--name", help="Run name (folder under --output-dir)."),
+          output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Default: runs."),
+          cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Prepared dataset cache."),
+          init_from: Optional[str] = typer.Option(None, "--init-from", help="Local checkpoint folder."),
+          max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
+          limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N examples per split."),
+          resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint."),
+          as_json: bool = JSON_OPT) -> None:
+    """Train a baseline on a benchmark; writes runs/<name>/ and its result.json."""
+    from refbench import runner
+    from refbench.config import build_run_config
+
+    overrides = list(set_)
+    for key, value in (("name", name), ("output_dir", output_dir), ("data.cache_dir", cache_dir),
+                       ("init_from", init_from), ("data.limit", limit)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if max_steps is not None:
+        overrides += [f"trainer.max_steps={max_steps}", "trainer.epochs=null"]
+    config = build_run_config(baseline, benchmark, recipe, overrides)
+    summary = runner.train(config, resume=resume)
+    if summary.result is None:  # not rank 0
+        return
+    if as_json:
+        _emit({"run_dir": str(summary.run_dir), "steps": summary.steps,
+               "result": summary.result.to_json()})
+    else:
+        r = summary.result
+        typer.echo(f"run: {summary.run_dir}  steps: {summary.steps}  "
+                   f"time: {summary.wall_time_s:.1f}s")
+        typer.echo(f"{r.benchmark}@{r.benchmark_version} {r.split}: " +
+                   ", ".join(f"{k}={v:.2f}" for k, v in r.metrics.items()))
+
+
+@app.command()
+def predict(run_dir: Path = typer.Argument(..., help="A run folder written by `refbench train`."),
+            split: str = typer.Option(..., "--split", "-s", help="Dataset split, e.g. validation or test."),
+            output: Path = typer.Option(..., "--output", "-o", help="Submission file to write."),
+            checkpoint: str = typer.Option("best", "--checkpoint", help="best | last"),
+            cache_dir: Optional[str] = typer.Option(None, "--cache-dir")) -> None:
+    """Write predictions of a trained run in the benchmark's submission format."""
+    from refbench import runner
+
+    if checkpoint not in ("best", "last"):
+        raise RefbenchError(f"--checkpoint must be best or last, got {checkpoint!r}")
+    path = runner.predict(run_dir, split, output, checkpoint, cache_dir)
+    typer.echo(str(path))
+
+
+@app.command()
+def evaluate(benchmark: str = typer.Argument(..., help="Benchmark name, e.g. glue-cola."),
+             predictions: Path = typer.Option(..., "--predictions", "-p", help="Prediction file."),
+             references: Optional[Path] = typer.Option(
+                 None, "--references", help="Official label file or folder (e.g. a GLUE dev.tsv); "
+                                            "default: the prepared split."),
+             split: Optional[str] = typer.Option(None, "--split", help="Prepared split to score against."),
+             cache_dir: Optional[str] = typer.Option(None, "--cache-dir"),
+             output: Optional[Path] = typer.Option(None, "--output", help="Write result.json here."),
+             as_json: bool = JSON_OPT) -> None:
+    """Score a prediction file exactly like the official script does."""
+    from refbench.benchmarks.scoring import evaluate_file
+
+    result = evaluate_file(benchmark, predictions, references, split=split, cache_dir=cache_dir)
+    if output is not None:
+        result.write(output)
+    if as_json:
+        _emit(result.to_json())
+    else:
+        _table(f"{result.benchmark}@{result.benchmark_version} ({result.split})",
+               ["metric", "value", "direction"],
+               [[("* " if k == result.primary else "") + k, f"{v:.4f}", result.directions[k]]
+                for k, v in result.metrics.items()])
+
+
+# -- leaderboard ----------------------------------------------------------------------------
+BOARD_OPT = typer.Option(Path("leaderboard.json"), "--board", help="Leaderboard file.")
+
+
+@leaderboard_app.command("init")
+def leaderboard_init(board: Path = BOARD_OPT, title: str = typer.Option("refbench leaderboard")) -> None:
+    """Create an empty leaderboard file."""
+    from refbench.leaderboard.store import init_board
+
+    init_board(board, title)
+    typer.echo(str(board))
+
+
+@leaderboard_app.command("submit")
+def leaderboard_submit(result: Path = typer.Argument(..., help="A result.json to record."),
+                       board: Path = BOARD_OPT,
+                       submitter: str = typer.Option("local", "--submitter")) -> None:
+    """Record a scored result.json on the board."""
+    from refbench.leaderboard.store import submit_file
+
+    count = submit_file(board, result, submitter)
+    typer.echo(f"recorded; {count} entr{'y' if count == 1 else 'ies'} on {board}")
+
+
+@leaderboard_app.command("show")
+def leaderboard_show(board: Path = BOARD_OPT, benchmark: Optional[str] = typer.Option(None, "--benchmark"),
+                     as_json: bool = JSON_OPT) -> None:
+    """Ranked entries per benchmark."""
+    import dataclasses
+
+    from refbench.leaderboard.store import rows
+
+    found = rows(board, benchmark)
+    if as_json:
+        _emit([dataclasses.asdict(r) for r in found])
+    else:
+        _table(str(board), ["benchmark", "rank", "submitter", "model", "primary", "value"],
+               [[r.benchmark, r.rank, r.submitter, r.model, r.primary, f"{r.value:.2f}"] for r in found])
+
+
+@leaderboard_app.command("export")
+def leaderboard_export(board: Path = BOARD_OPT,
+                       output: Optional[Path] = typer.Option(None, "--output", help="Markdown file.")) -> None:
+    """Export the board as a Markdown table."""
+    from refbench.io import atomic_write_text
+    from refbench.leaderboard.store import export_markdown
+
+    text = export_markdown(board)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write_text(output, text)
+        typer.echo(str(output))
+
+
+# -- demo -------------------------------------------------------------------------------------
+@app.command()
+def demo(workdir: Path = typer.Option(Path(".refbench-cache/demo"), "--workdir",
+                                      help="Where the synthetic data, cache, runs and board go."),
+         tasks: list[str] = typer.Option(["sst2", "mrpc", "stsb"], "--task", help="GLUE tasks to run."),
+         fresh: bool = typer.Option(True, "--fresh/--reuse", help="Start from an empty workdir.")) -> None:
+    """The main job on an embedded default: synthesize GLUE, prepare, train, predict, evaluate,
+    record on a local leaderboard and print a results table."""
+    from refbench.demo import run_demo
+
+    run_demo(workdir, tasks, fresh=fresh)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors print one line and exit 2."""
+    import click
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except RefbenchError as exc:
+        print(f"refbench: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The streaming metric contract.
+
+A metric class is registered with `@METRICS.register(name, higher_is_better=..., version=...)`.
+`update()` adds aligned predictions and references, `merge()` folds in another instance
+(from another process), `compute()` returns `{key: value}` with the documented, stable keys.
+A change to the numbers bumps `version`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Sequence
+
+
+class Metric(ABC):
+    """Base class of every registered metric."""
+
+    #: documented key -> meaning; `compute()` returns exactly these keys
+    keys: ClassVar[dict[str, str]] = {}
+    #: key -> True when larger is better (defaults to the registration's higher_is_better)
+    directions: ClassVar[dict[str, bool]] = {}
+
+    def __init__(self, **args: Any) -> None:
+        self.args = args
+
+    @abstractmethod
+    def update(self, predictions: Sequence[Any], references: Sequence[Any]) -> None:
+        """Add one batch of aligned predictions and references."""
+
+    @abstractmethod
+    def merge(self, other: "Metric") -> None:
+        """Fold another instance's state into this one (distributed evaluation)."""
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]:
+        """The metric values over everything added so far."""
+
+    def output_keys(self) -> list[str]:
+        return list(self.keys)
+
+    def higher_is_better(self, key: str, default: bool = True) -> bool:
+        return self.directions.get(key, default)

@@ -1,0 +1,1 @@
+"""Leaderboard: a local store of scored results (the hosted board builds on the same store)."""

@@ -1,0 +1,215 @@
+"""Orchestration of a run: recipe -> dataset -> baseline -> engine -> predictions -> result.
+
+This is the glue between the registries and the model-agnostic engine. `train` writes
+`runs/<name>/{config.yaml, metrics.jsonl, checkpoints/, predictions/, result.json}`;
+`predict` rebuilds a trained baseline from its run folder and writes a submission file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import yaml
+
+from refbench.config import RunConfig, dump_yaml, from_dict, to_dict
+from refbench.errors import RefbenchError
+from refbench.io import atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets as hf_datasets
+
+    from refbench.baselines.base import Baseline
+    from refbench.benchmarks.spec import BenchmarkSpec
+    from refbench.results import Result
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    result: "Result | None"
+    steps: int
+    wall_time_s: float
+
+
+def config_hash(config: RunConfig) -> str:
+    """Hash of everything that determines the trained model (not paths or names)."""
+    data = to_dict(config)
+    for volatile in ("name", "output_dir"):
+        data.pop(volatile, None)
+    data["data"].pop("cache_dir", None)
+    data["trainer"].pop("progress", None)
+    return hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_run_name(config: RunConfig) -> str:
+    recipe = config.recipe or config.baseline
+    return f"{recipe}-{config.benchmark}-s{config.trainer.seed}"
+
+
+def run_dir_of(config: RunConfig) -> Path:
+    return Path(config.output_dir) / (config.name or default_run_name(config))
+
+
+def _rows(spec: "BenchmarkSpec", split: str, config: RunConfig) -> "hf_datasets.Dataset":
+    from refbench.datasets.base import load_prepared
+
+    rows = load_prepared(spec.dataset.name, split=split, config=spec.dataset.config,
+                         cache_dir=config.data.cache_dir)
+    if config.data.limit is not None and config.data.limit < len(rows):
+        rows = rows.select(range(config.data.limit))
+    return rows
+
+
+def predict_rows(model: "Baseline", rows: "hf_datasets.Dataset", batch_size: int) -> dict[Any, Any]:
+    """Run `model.predict` over rows in order; returns `{id: value}`."""
+    import torch
+
+    features = model.encode(rows)
+    out: dict[Any, Any] = {}
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(features), batch_size):
+            for pred in model.predict(model.collate(features[start:start + batch_size])):
+                out[pred.id] = pred.value
+    model.train(was_training)
+    return out
+
+
+def write_predictions(spec: "BenchmarkSpec", predictions: dict[Any, Any], path: Path) -> Path:
+    from refbench.benchmarks.formats import FORMATS
+
+    FORMATS.get(spec.submission.format)().write(path, predictions, spec)
+    return path
+
+
+def _model_info(config: RunConfig, model: "Baseline") -> Any:
+    from refbench.results import ModelInfo
+
+    params = sum(p.numel() for p in model.parameters())
+    return ModelInfo(name=config.baseline, params=params, recipe=config.recipe,
+                     config_hash=config_hash(config))
+
+
+def _steps_for(config: RunConfig, n_train: int) -> int:
+    if config.trainer.epochs is not None:
+        return max(1, math.ceil(config.trainer.epochs * n_train / config.trainer.batch_size))
+    return config.trainer.max_steps
+
+
+def train(config: RunConfig, resume: bool = False) -> RunSummary:
+    """Train a baseline on a benchmark's training split and score its predictions."""
+    from refbench.benchmarks.scoring import evaluate_file
+    from refbench.benchmarks.spec import get_spec
+    from refbench.engine import DistContext, Trainer, find_checkpoint, load_model_weights
+    from refbench.registry import BASELINES
+
+    started = time.time()
+    spec = get_spec(config.benchmark)
+    baseline_cls = BASELINES.get(config.baseline)
+    from_dict(baseline_cls.Config, dict(config.model), prefix="model")  # type-check early
+    run_dir = run_dir_of(config)
+    ckpts = run_dir / "checkpoints"
+    if not resume and ckpts.exists() and any(ckpts.iterdir()):
+        raise RefbenchError("run folder already holds checkpoints; pass --resume to continue it "
+                            "or --name for a new run", path=run_dir)
+    if resume and not ckpts.exists():
+        raise RefbenchError("nothing to resume: no checkpoints", path=run_dir)
+    train_rows = _rows(spec, config.data.train_split or spec.train_split, config)
+    eval_split = config.data.eval_split or spec.split
+    eval_rows = _rows(spec, eval_split, config)
+    subset = eval_rows if config.data.limit is not None else None
+    config.trainer.max_steps = _steps_for(config, len(train_rows))
+    dist = DistContext.from_env()
+    try:
+        if dist.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / CONFIG_FILE, dump_yaml(config))
+        _seed_all(config.trainer.seed)
+        if not dist.is_main:
+            dist.barrier()  # rank 0 builds the tokenizer first
+        model = baseline_cls.create(config.model, spec, train_rows, run_dir, config.init_from)
+        if dist.is_main:
+            dist.barrier()
+        features = model.encode(train_rows)
+        pred_dir = run_dir / "predictions"
+
+        def evaluate(module: Any) -> dict[str, float]:
+            preds = predict_rows(module, eval_rows, config.trainer.eval_batch_size)
+            path = write_predictions(spec, preds, pred_dir / f"{eval_split}.eval")
+            return evaluate_file(spec, path, split=eval_split, cache_dir=config.data.cache_dir,
+                                 rows=subset).metrics
+
+        from refbench.registry import METRICS
+
+        higher = spec.primary and METRICS.meta(spec.metric.name).get("higher_is_better", True)
+        trainer = Trainer(model, config.trainer, run_dir, features, model.collate,
+                          evaluate=evaluate, primary=spec.primary, higher_is_better=bool(higher),
+                          dist=dist)
+        fit = trainer.fit(resume=resume)
+        result = None
+        if dist.is_main:
+            load_model_weights(model, find_checkpoint(run_dir, "best"))
+            preds = predict_rows(model, eval_rows, config.trainer.eval_batch_size)
+            path = write_predictions(spec, preds, pred_dir / spec.submission.filename)
+            result = evaluate_file(spec, path, split=eval_split, cache_dir=config.data.cache_dir,
+                                   rows=subset, model=_model_info(config, model),
+                                   seed=config.trainer.seed)
+            result.write(run_dir / "result.json")
+        dist.barrier()
+    finally:
+        dist.close()
+    return RunSummary(run_dir, result, fit.step, time.time() - started)
+
+
+def _seed_all(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise RefbenchError("not a run folder (no config.yaml)", path=run_dir)
+    return from_dict(RunConfig, yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def predict(run_dir: Path, split: str, output: Path, which: str = "best",
+            cache_dir: str | None = None) -> Path:
+    """Rebuild a trained baseline from its run folder and write a submission file."""
+    from refbench.benchmarks.spec import get_spec
+    from refbench.engine import find_checkpoint, load_model_weights
+    from refbench.registry import BASELINES
+
+    config = load_run_config(run_dir)
+    if cache_dir is not None:
+        config.data.cache_dir = cache_dir
+    spec = get_spec(config.benchmark)
+    model = BASELINES.get(config.baseline).restore(config.model, spec, Path(run_dir))
+    load_model_weights(model, find_checkpoint(Path(run_dir), which))  # type: ignore[arg-type]
+    rows = _rows_all(spec, split, config)
+    preds = predict_rows(model, rows, config.trainer.eval_batch_size)
+    return write_predictions(spec, preds, Path(output))
+
+
+def _rows_all(spec: "BenchmarkSpec", split: str, config: RunConfig) -> "hf_datasets.Dataset":
+    from refbench.datasets.base import load_prepared
+
+    return load_prepared(spec.dataset.name, split=split, config=spec.dataset.config,
+                         cache_dir=config.data.cache_dir)
+
+
+_ = Sequence

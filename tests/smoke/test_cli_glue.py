@@ -1,0 +1,117 @@
+"""The CLI end to end on synthetic GLUE: train -> predict -> evaluate -> leaderboard,
+and the one-line, exit-2 errors of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from refbench.cli import main
+
+
+def run_cli(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def cli_subprocess(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    return subprocess.run([sys.executable, "-m", "refbench", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def glue_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("glue-smoke")
+    root, cache = base / "glue", base / "cache"
+    assert run_cli(["datasets", "synthesize", "glue", "--out", str(root), "--n", "240"]) == 0
+    assert run_cli(["datasets", "check", "glue", "--root", str(root)]) == 0
+    assert run_cli(["datasets", "prepare", "glue", "--root", str(root), "--cache-dir", str(cache),
+                    "-c", "sst2", "-c", "stsb"]) == 0
+    return {"base": base, "root": root, "cache": cache}
+
+
+@pytest.fixture(scope="module")
+def sst2_run(glue_env: dict[str, Path]) -> Path:
+    runs = glue_env["base"] / "runs"
+    code = run_cli(["train", "bert", "--benchmark", "glue-sst2", "--recipe", "bert_tiny_glue",
+                    "--max-steps", "60", "--output-dir", str(runs), "--cache-dir",
+                    str(glue_env["cache"]), "--name", "sst2", "--set", "trainer.progress=false",
+                    "--set", "trainer.eval_every=30"])
+    assert code == 0
+    return runs / "sst2"
+
+
+def test_train_writes_the_run_folder(sst2_run: Path) -> None:
+    from refbench.results import load_result
+
+    for name in ("config.yaml", "metrics.jsonl", "checkpoints", "predictions", "result.json"):
+        assert (sst2_run / name).exists(), name
+    result = load_result(sst2_run / "result.json")
+    assert result.benchmark == "glue-sst2" and result.primary == "accuracy"
+    assert result.model is not None and result.model.recipe == "bert_tiny_glue"
+    assert result.provenance.dataset_fingerprint
+    losses = [r["loss"] for r in map(json.loads, (sst2_run / "metrics.jsonl").read_text().splitlines())
+              if "loss" in r]
+    assert len(losses) >= 3
+    assert sum(losses[-2:]) / 2 < losses[0], losses
+
+
+def test_predict_and_evaluate_against_official_dev_tsv(sst2_run: Path, glue_env: dict[str, Path]) -> None:
+    out = glue_env["base"] / "sub" / "SST-2.tsv"
+    assert run_cli(["predict", str(sst2_run), "--split", "validation", "--output", str(out),
+                    "--cache-dir", str(glue_env["cache"])]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "index\tprediction"
+    result_path = glue_env["base"] / "eval.json"
+    assert run_cli(["evaluate", "glue-sst2", "--predictions", str(out), "--references",
+                    str(glue_env["root"] / "SST-2" / "dev.tsv"), "--output", str(result_path)]) == 0
+    scored = json.loads(result_path.read_text())
+    trained = json.loads((sst2_run / "result.json").read_text())
+    assert scored["metrics"] == trained["metrics"]
+    assert scored["counts"]["references"] == len(lines) - 1
+
+    test_out = glue_env["base"] / "sub" / "test" / "SST-2.tsv"
+    assert run_cli(["predict", str(sst2_run), "--split", "test", "--output", str(test_out),
+                    "--cache-dir", str(glue_env["cache"])]) == 0
+    assert len(test_out.read_text().splitlines()) > 1
+
+    board = glue_env["base"] / "board.json"
+    assert run_cli(["leaderboard", "init", "--board", str(board)]) == 0
+    assert run_cli(["leaderboard", "submit", str(result_path), "--board", str(board)]) == 0
+    assert "glue-sst2@1" in board.read_text()
+
+
+def test_resume_refuses_to_overwrite_and_continues(sst2_run: Path, glue_env: dict[str, Path]) -> None:
+    args = ["train", "bert", "--benchmark", "glue-sst2", "--recipe", "bert_tiny_glue",
+            "--output-dir", str(sst2_run.parent), "--cache-dir", str(glue_env["cache"]),
+            "--name", "sst2", "--set", "trainer.progress=false"]
+    proc = cli_subprocess(args + ["--max-steps", "60"], glue_env["base"])
+    assert proc.returncode == 2 and "already holds checkpoints" in proc.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "bert", "--benchmark", "glue-sst", "--recipe", "bert_tiny_glue"], "did you mean 'glue-sst2'"),
+    (["train", "bert", "--benchmark", "glue-sst2", "--recipe", "bert_tiny_glue", "--set", "trainer.lrr=1"],
+     "[trainer.lrr]"),
+    (["train", "bert", "--benchmark", "glue-sst2", "--set", "trainer.lr"], "malformed override"),
+    (["evaluate", "glue-cola", "--predictions", "missing.tsv", "--output", "out.json"],
+     "missing.tsv: prediction file not found"),
+    (["evaluate", "nope", "--predictions", "x.tsv"], "unknown benchmark 'nope'"),
+    (["datasets", "prepare", "glue", "--root", "no-such-dir"], "no-such-dir: dataset folder not found"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    proc = cli_subprocess(args, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert not (tmp_path / "out.json").exists()
+    assert not (tmp_path / "runs").exists()
