@@ -87,7 +87,8 @@ def test_predict_and_evaluate_against_official_dev_tsv(sst2_run: Path, glue_env:
     board = glue_env["base"] / "board.json"
     assert run_cli(["leaderboard", "init", "--board", str(board)]) == 0
     assert run_cli(["leaderboard", "submit", str(result_path), "--board", str(board)]) == 0
-    assert "glue-sst2@1" in board.read_text()
+    from refbench.leaderboard.store import rows
+    assert [(r.benchmark, r.rank) for r in rows(board)] == [("glue-sst2@1", 1)]
 
 
 def test_resume_refuses_to_overwrite_and_continues(sst2_run: Path, glue_env: dict[str, Path]) -> None:

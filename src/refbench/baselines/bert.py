@@ -64,7 +64,7 @@ def _task_of(spec: "BenchmarkSpec") -> Any:
 
 def _texts(rows: "hf_datasets.Dataset", fields: Sequence[str]) -> Iterator[str]:
     for name in fields:
-        yield from rows[name]
+        yield from list(rows[name])
 
 
 def train_wordpiece(texts: Iterator[str], vocab_size: int, lowercase: bool, out: Path) -> None:
@@ -166,11 +166,11 @@ class BertClassifier(Baseline):
     # -- data -----------------------------------------------------------------------------
     def encode(self, rows: "hf_datasets.Dataset") -> list[dict[str, Any]]:
         fields = self.task.text_fields
-        columns = [rows[name] for name in fields]
+        columns = [list(rows[name]) for name in fields]
         enc = self.tokenizer(*columns, truncation=True, max_length=self.cfg.max_length,
                              return_attention_mask=False)
-        labels = rows["label"]
-        ids = rows["idx"]
+        labels = list(rows["label"])
+        ids = list(rows["idx"])
         return [{"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
                  "label": labels[i], "idx": ids[i]} for i in range(len(rows))]
 

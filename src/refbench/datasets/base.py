@@ -156,7 +156,7 @@ class DatasetBuilder(ABC):
         for config in wanted:
             data = self.generate(root, config)
             for split, ds in data.items():
-                ds.save_to_disk(str(tmp / config / split))
+                _save_quietly(ds, tmp / config / split)
             splits[config] = {split: len(ds) for split, ds in data.items()}
             for path in self.source_files(root, config):
                 sources[path.relative_to(root).as_posix()] = sha256_file(path)
@@ -188,6 +188,19 @@ class DatasetBuilder(ABC):
              cache: Path | None = None) -> "hf_datasets.Dataset | hf_datasets.DatasetDict":
         return load_prepared(self.name, split=split, config=config,
                              cache_dir=None if cache is None else str(cache))
+
+
+def _save_quietly(ds: "hf_datasets.Dataset", path: Path) -> None:
+    """`save_to_disk` without its per-split progress bar (refbench reports per config)."""
+    from datasets.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        ds.save_to_disk(str(path))
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
