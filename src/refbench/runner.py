@@ -57,14 +57,15 @@ def run_dir_of(config: RunConfig) -> Path:
     return Path(config.output_dir) / (config.name or default_run_name(config))
 
 
-def _rows(spec: "BenchmarkSpec", split: str, config: RunConfig) -> "hf_datasets.Dataset":
+def _rows(spec: "BenchmarkSpec", split: str, config: RunConfig) -> tuple["hf_datasets.Dataset", bool]:
+    """The split's rows, cut to `data.limit`; the flag says whether rows were cut."""
     from refbench.datasets.base import load_prepared
 
     rows = load_prepared(spec.dataset.name, split=split, config=spec.dataset.config,
                          cache_dir=config.data.cache_dir)
     if config.data.limit is not None and config.data.limit < len(rows):
-        rows = rows.select(range(config.data.limit))
-    return rows
+        return rows.select(range(config.data.limit)), True
+    return rows, False
 
 
 def predict_rows(model: "Baseline", rows: "hf_datasets.Dataset", batch_size: int) -> dict[Any, Any]:
@@ -122,10 +123,11 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
                             "or --name for a new run", path=run_dir)
     if resume and not ckpts.exists():
         raise RefbenchError("nothing to resume: no checkpoints", path=run_dir)
-    train_rows = _rows(spec, config.data.train_split or spec.train_split, config)
+    train_rows, _ = _rows(spec, config.data.train_split or spec.train_split, config)
     eval_split = config.data.eval_split or spec.split
-    eval_rows = _rows(spec, eval_split, config)
-    subset = eval_rows if config.data.limit is not None else None
+    eval_rows, cut = _rows(spec, eval_split, config)
+    # a `--limit` smoke run is scored on the rows it used, and its result says so
+    subset = eval_rows if cut else None
     config.trainer.max_steps = _steps_for(config, len(train_rows))
     dist = DistContext.from_env()
     try:

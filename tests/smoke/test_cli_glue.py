@@ -116,3 +116,45 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: s
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "out.json").exists()
     assert not (tmp_path / "runs").exists()
+
+
+def test_predictions_with_missing_or_extra_ids_are_rejected(glue_env: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    from refbench.datasets.glue import read_task_file
+
+    dev = glue_env["root"] / "SST-2" / "dev.tsv"
+    n = len(read_task_file(dev, "sst2", "validation"))
+    good = ["index\tprediction"] + [f"{i}\t1" for i in range(n)]
+    cases = {"missing": good[:-1], "extra": good + [f"{n + 5}\t0"]}
+    for label, lines in cases.items():
+        pred = tmp_path / f"{label}.tsv"
+        pred.write_text("\n".join(lines) + "\n")
+        proc = cli_subprocess(["evaluate", "glue-sst2", "--predictions", str(pred), "--references",
+                               str(dev), "--output", "out.json"], tmp_path)
+        assert proc.returncode == 2
+        message = proc.stderr.strip()
+        assert "\n" not in message and f"{label}.tsv" in message
+        assert ("have no prediction" if label == "missing" else "not in the references") in message
+        assert not (tmp_path / "out.json").exists()
+
+
+def test_init_from_a_local_checkpoint(sst2_run: Path, glue_env: dict[str, Path], tmp_path: Path) -> None:
+    """`--init-from` starts from a local transformers checkpoint folder (nothing downloaded)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    ckpt = tmp_path / "local-bert"
+    tokenizer = AutoTokenizer.from_pretrained(str(sst2_run / "tokenizer"))
+    tokenizer.save_pretrained(str(ckpt))
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(str(ckpt))
+    runs = tmp_path / "runs"
+    assert run_cli(["train", "bert", "--benchmark", "glue-sst2", "--recipe", "bert_tiny_glue",
+                    "--init-from", str(ckpt), "--max-steps", "4", "--limit", "32",
+                    "--output-dir", str(runs), "--cache-dir", str(glue_env["cache"]), "--name", "init",
+                    "--set", "trainer.progress=false"]) == 0
+    from refbench.results import load_result
+
+    result = load_result(runs / "init" / "result.json")
+    assert result.split == "validation[:32]" and result.counts["references"] == 32
+    assert result.model is not None and result.model.params is not None
+    assert result.model.params < 2_000_000

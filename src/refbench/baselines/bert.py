@@ -67,18 +67,47 @@ def _texts(rows: "hf_datasets.Dataset", fields: Sequence[str]) -> Iterator[str]:
         yield from list(rows[name])
 
 
+def build_wordpiece_vocab(texts: Iterator[str], vocab_size: int, lowercase: bool) -> dict[str, int]:
+    """A deterministic WordPiece vocabulary: special tokens, every character seen (word-initial
+    and `##` continuation), then whole words by frequency (ties by spelling).
+
+    The `tokenizers` WordPiece trainer breaks frequency ties in hash-map order, which
+    changes from process to process, so two runs with the same seed would get different
+    vocabularies (and different models). Greedy longest-match WordPiece tokenization works
+    with any vocabulary holding all characters, so this one is valid, and it is the same
+    on every machine.
+    """
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
+
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in words for c in w})
+    vocab = list(SPECIAL_TOKENS) + chars + [f"##{c}" for c in chars]
+    seen = set(vocab)
+    for word, _count in sorted(words.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in seen:
+            vocab.append(word)
+            seen.add(word)
+    return {token: i for i, token in enumerate(vocab)}
+
+
 def train_wordpiece(texts: Iterator[str], vocab_size: int, lowercase: bool, out: Path) -> None:
-    """Train a BERT WordPiece tokenizer on local text and save it as a transformers folder."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """Build a BERT WordPiece tokenizer from local text and save it as a transformers folder."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    vocab = build_wordpiece_vocab(texts, vocab_size, lowercase)
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                        show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    cls, sep = vocab["[CLS]"], vocab["[SEP]"]
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
