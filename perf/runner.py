@@ -1,14 +1,15 @@
 """Overhead of the common runner: `Trainer` versus a minimal hand-written PyTorch loop.
 
-Both train the same model (an MLP of about 5M parameters, or a small transformer encoder
-with `--model transformer`) on the same data with the same AdamW groups, linear warm-up
+Both train the same model (an MLP of about 5M parameters, a small transformer encoder
+with `--model transformer`, or the tiny-recipe BERT baseline on synthetic SST-2 with
+`--model bert`, i.e. what `refbench train bert --recipe bert_tiny_glue` trains) on the same data with the same AdamW groups, linear warm-up
 schedule, batch size, sample order and number of steps, in one process. Runs are
 interleaved (bare, trainer, bare, trainer, ...) after one untimed warm-up run of each,
 and the medians are compared. Throughput is measured from the start of the call to the
 end of the last optimizer step (an optimizer step hook records it), so it covers the
 loop itself; the trainer's end-of-run checkpoint is reported separately.
 
-    python perf/runner.py [--model mlp|transformer] [--steps 40] [--repeats 7] [--bar]
+    python perf/runner.py [--model mlp|transformer|bert] [--steps 40] [--repeats 7] [--bar]
                           [--threads N] [--device cuda] [--check]
 
 Prints samples/s of both, the ratio trainer/bare (target >= 0.95) and whether both
@@ -87,7 +88,38 @@ def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 def build_model(kind: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
+    if kind == "bert":
+        return TinyBert.build(seed)
     return MLP() if kind == "mlp" else Encoder()
+
+
+class TinyBert:
+    """The BERT baseline with the `bert_tiny_glue` recipe's model on synthetic SST-2 rows."""
+
+    _cache: dict[str, Any] = {}
+
+    @classmethod
+    def setup(cls, n: int) -> None:
+        from refbench.benchmarks.spec import get_spec
+        from refbench.config import load_recipe
+        from refbench.datasets.base import get_builder, load_prepared
+
+        tmp = Path(tempfile.mkdtemp(prefix="refbench-perf-"))
+        builder = get_builder("glue")
+        root = builder.synthesize(tmp / "glue", n=n, seed=0)
+        builder.prepare(root, tmp / "cache", configs=["sst2"])
+        cls._cache.update(spec=get_spec("glue-sst2"), run=tmp / "run",
+                          model_cfg=load_recipe("bert_tiny_glue")["model"],
+                          rows=load_prepared("glue", split="train", config="sst2",
+                                             cache_dir=str(tmp / "cache")))
+
+    @classmethod
+    def build(cls, seed: int) -> nn.Module:
+        from refbench.baselines.bert import BertClassifier
+
+        torch.manual_seed(seed)
+        c = cls._cache
+        return BertClassifier.create(c["model_cfg"], c["spec"], c["rows"], c["run"])
 
 
 # -- the two loops --------------------------------------------------------------------------
@@ -111,7 +143,7 @@ class StepClock:
 
 
 def bare_loop(model: nn.Module, features: list, cfg: TrainerConfig, device: torch.device,
-              clock: StepClock) -> tuple[float, float]:
+              clock: StepClock, collate: Callable[[list], dict] = collate) -> tuple[float, float]:
     """The hand-written reference; (wall, CPU) seconds from start to the last optimizer step."""
     start = clock.now()
     seed_everything(cfg.seed)
@@ -152,7 +184,7 @@ class FakeTerminal(io.StringIO):
 
 
 def trainer_loop(model: nn.Module, features: list, cfg: TrainerConfig, device: torch.device,
-                 clock: StepClock) -> tuple[float, float, float]:
+                 clock: StepClock, collate: Callable[[list], dict] = collate) -> tuple[float, float, float]:
     """(wall, CPU) seconds to the last optimizer step, and wall seconds of the whole fit."""
     shm = "/dev/shm" if Path("/dev/shm").is_dir() else None  # keep disk writeback out of timings
     sink = FakeTerminal() if cfg.progress else io.StringIO()
@@ -166,7 +198,7 @@ def trainer_loop(model: nn.Module, features: list, cfg: TrainerConfig, device: t
 # -- main -----------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=["mlp", "transformer"], default="mlp")
+    parser.add_argument("--model", choices=["mlp", "transformer", "bert"], default="mlp")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -183,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainerConfig(seed=0, max_steps=args.steps, batch_size=args.batch_size, lr=1e-3,
                         weight_decay=0.01, schedule="linear", warmup_ratio=0.1, grad_clip=None,
                         grad_accum=1, amp=False, log_every=10, progress=args.bar)
-    features = make_data(args.model, args.batch_size * args.steps)
+    batch_collate: Callable[[list], dict] = collate
+    if args.model == "bert":
+        TinyBert.setup(args.batch_size * args.steps)
+        probe = build_model("bert", 0)
+        features, batch_collate = probe.encode(TinyBert._cache["rows"]), probe.collate
+    else:
+        features = make_data(args.model, args.batch_size * args.steps)
     clock = StepClock()
     samples = args.steps * args.batch_size
     params = sum(p.numel() for p in build_model(args.model, 0).parameters())
@@ -195,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[tuple[float, ...]]] = {"bare": [], "trainer": []}
     final: dict[str, nn.Module] = {}
     runs: list[tuple[str, Callable[[nn.Module], tuple[float, ...]]]] = [
-        ("bare", lambda m: bare_loop(m, features, cfg, device, clock)),
-        ("trainer", lambda m: trainer_loop(m, features, cfg, device, clock))]
+        ("bare", lambda m: bare_loop(m, features, cfg, device, clock, batch_collate)),
+        ("trainer", lambda m: trainer_loop(m, features, cfg, device, clock, batch_collate))]
     for repeat in range(args.repeats + 1):
         for name, run in runs:
             model = build_model(args.model, 0)

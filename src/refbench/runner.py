@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -109,7 +109,7 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
     """Train a baseline on a benchmark's training split and score its predictions."""
     from refbench.benchmarks.scoring import evaluate_file
     from refbench.benchmarks.spec import get_spec
-    from refbench.engine import DistContext, Trainer, find_checkpoint, load_model_weights
+    from refbench.engine import DistContext, Trainer, load_model_weights
     from refbench.registry import BASELINES
 
     started = time.time()
@@ -149,16 +149,13 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
             return evaluate_file(spec, path, split=eval_split, cache_dir=config.data.cache_dir,
                                  rows=subset).metrics
 
-        from refbench.registry import METRICS
-
-        higher = spec.primary and METRICS.meta(spec.metric.name).get("higher_is_better", True)
         trainer = Trainer(model, config.trainer, run_dir, features, model.collate,
-                          evaluate=evaluate, primary=spec.primary, higher_is_better=bool(higher),
-                          dist=dist)
+                          evaluate=evaluate, primary=spec.primary,
+                          higher_is_better=_primary_higher_is_better(spec), dist=dist)
         fit = trainer.fit(resume=resume)
         result = None
         if dist.is_main:
-            load_model_weights(model, find_checkpoint(run_dir, "best"))
+            load_model_weights(model, _best_or_last(run_dir))
             preds = predict_rows(model, eval_rows, config.trainer.eval_batch_size)
             path = write_predictions(spec, preds, pred_dir / spec.submission.filename)
             result = evaluate_file(spec, path, split=eval_split, cache_dir=config.data.cache_dir,
@@ -169,6 +166,23 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
     finally:
         dist.close()
     return RunSummary(run_dir, result, fit.step, time.time() - started)
+
+
+def _primary_higher_is_better(spec: "BenchmarkSpec") -> bool:
+    from refbench.registry import METRICS
+
+    entry = METRICS.entry(spec.metric.name)
+    metric = entry.obj(**spec.metric.kwargs())
+    return bool(metric.higher_is_better(spec.primary, entry.meta.get("higher_is_better", True)))
+
+
+def _best_or_last(run_dir: Path) -> Path:
+    from refbench.engine import find_checkpoint
+
+    try:
+        return find_checkpoint(run_dir, "best")
+    except RefbenchError:  # no evaluation produced the primary metric
+        return find_checkpoint(run_dir, "last")
 
 
 def _seed_all(seed: int) -> None:
@@ -213,5 +227,3 @@ def _rows_all(spec: "BenchmarkSpec", split: str, config: RunConfig) -> "hf_datas
     return load_prepared(spec.dataset.name, split=split, config=spec.dataset.config,
                          cache_dir=config.data.cache_dir)
 
-
-_ = Sequence
