@@ -91,6 +91,12 @@ def write_predictions(spec: "BenchmarkSpec", predictions: dict[Any, Any], path: 
     return path
 
 
+def companions(spec: "BenchmarkSpec", path: Path) -> dict[str, Any]:
+    from refbench.benchmarks.formats import FORMATS
+
+    return FORMATS.get(spec.submission.format)().companions(path, spec)
+
+
 def _model_info(config: RunConfig, model: "Baseline") -> Any:
     from refbench.results import ModelInfo
 
@@ -147,7 +153,7 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
             preds = predict_rows(module, eval_rows, config.trainer.eval_batch_size)
             path = write_predictions(spec, preds, pred_dir / f"{eval_split}.eval")
             return evaluate_file(spec, path, split=eval_split, cache_dir=config.data.cache_dir,
-                                 rows=subset).metrics
+                                 rows=subset, read_options=companions(spec, path)).metrics
 
         trainer = Trainer(model, config.trainer, run_dir, features, model.collate,
                           evaluate=evaluate, primary=spec.primary,
@@ -160,7 +166,7 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
             path = write_predictions(spec, preds, pred_dir / spec.submission.filename)
             result = evaluate_file(spec, path, split=eval_split, cache_dir=config.data.cache_dir,
                                    rows=subset, model=_model_info(config, model),
-                                   seed=config.trainer.seed)
+                                   seed=config.trainer.seed, read_options=companions(spec, path))
             result.write(run_dir / "result.json")
         dist.barrier()
     finally:

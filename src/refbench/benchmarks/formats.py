@@ -26,14 +26,23 @@ class SubmissionFormat(ABC):
     #: when True, ids missing from the predictions are scored (as the official script does)
     #: and counted in the result; when False they are an error
     allow_missing: ClassVar[bool] = False
+    #: when True, there is no single prepared split to score against: `--references` is needed
+    references_required: ClassVar[bool] = False
 
     @abstractmethod
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
         """Write predictions atomically in the official format."""
 
     @abstractmethod
-    def read(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
-        """Parse a prediction file into `{id: prediction}`."""
+    def read(self, path: Path, spec: "BenchmarkSpec",
+             options: Mapping[str, Any] | None = None) -> dict[Any, Any]:
+        """Parse a prediction file into `{id: prediction}`; `options` carries format-specific
+        companions of the prediction file (e.g. SQuAD v2.0's `na_prob_file`)."""
+
+    def companions(self, path: Path, spec: "BenchmarkSpec") -> dict[str, Any]:
+        """Read options for the companion files `write` put beside `path` (none by default),
+        so a run scores its own predictions with them."""
+        return {}
 
     @abstractmethod
     def read_references(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:

@@ -257,7 +257,8 @@ class GlueTsvFormat(SubmissionFormat):
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
         write_server_file(Path(path), predictions, spec_task(spec))
 
-    def read(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
+    def read(self, path: Path, spec: "BenchmarkSpec",
+             options: Mapping[str, Any] | None = None) -> dict[Any, Any]:
         return read_server_file(Path(path), spec_task(spec))
 
     def read_references(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
@@ -285,6 +286,7 @@ class GlueDirFormat(SubmissionFormat):
     """
 
     allow_missing = False
+    references_required = True
 
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
         by_task: dict[str, dict[Any, Any]] = {}
@@ -303,7 +305,8 @@ class GlueDirFormat(SubmissionFormat):
         for task, rows in by_task.items():
             write_server_file(folder / server_file(task), rows, task)
 
-    def read(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
+    def read(self, path: Path, spec: "BenchmarkSpec",
+             options: Mapping[str, Any] | None = None) -> dict[Any, Any]:
         folder = Path(path)
         if not folder.is_dir():
             raise RefbenchError("expected a folder of GLUE server files (CoLA.tsv, ...)",

@@ -55,8 +55,10 @@ def align(predictions: Mapping[Any, Any], references: Mapping[Any, Any], source:
     return preds, refs, counts
 
 
-def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any]) -> tuple[dict[str, float],
-                                                                                        dict[str, str]]:
+def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any],
+                    options: Mapping[str, Any] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """Run the spec's metric (with its arguments plus run-time `options`, e.g. SQuAD's
+    `na_prob_thresh`) over aligned predictions and references."""
     from refbench.registry import METRICS
 
     entry = METRICS.entry(spec.metric.name)
@@ -64,7 +66,7 @@ def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any]) -> t
     if registered != spec.metric.version:
         raise RefbenchError(f"benchmark {spec.key} wants metric {spec.metric.name} version "
                             f"{spec.metric.version}, this refbench has version {registered}")
-    metric = entry.obj(**spec.metric.kwargs())
+    metric = entry.obj(**{**spec.metric.kwargs(), **dict(options or {})})
     metric.update(preds, refs)
     values = metric.compute()
     default = bool(entry.meta.get("higher_is_better", True))
@@ -81,7 +83,9 @@ def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any]) -> t
 def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
                   references: str | Path | None = None, *, split: str | None = None,
                   cache_dir: str | None = None, model: ModelInfo | None = None,
-                  seed: int | None = None, rows: "hf_datasets.Dataset | None" = None) -> Result:
+                  seed: int | None = None, rows: "hf_datasets.Dataset | None" = None,
+                  read_options: Mapping[str, Any] | None = None,
+                  metric_options: Mapping[str, Any] | None = None) -> Result:
     """Score a prediction file against an official label file/folder (`references`), the
     given prepared rows (`rows`, e.g. a `--limit` subset) or the whole prepared split."""
     started = time.time()
@@ -90,7 +94,7 @@ def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
     if not pred_path.exists():
         raise RefbenchError("prediction file not found", path=pred_path)
     fmt: SubmissionFormat = FORMATS.get(spec.submission.format)()
-    preds_map = fmt.read(pred_path, spec)
+    preds_map = fmt.read(pred_path, spec, read_options)
     fingerprint = None
     used_split = split or spec.split
     if references is not None:
@@ -98,6 +102,9 @@ def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
         if not ref_path.exists():
             raise RefbenchError("references not found", path=ref_path)
         refs_map = fmt.read_references(ref_path, spec)
+    elif fmt.references_required:
+        raise RefbenchError(f"benchmark {spec.name} is scored against an official label folder: "
+                            f"pass --references (for example the dataset's root folder)")
     else:
         from refbench.datasets.base import dataset_fingerprint, load_prepared
 
@@ -111,7 +118,7 @@ def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
     if not refs_map:
         raise RefbenchError("the references hold no labelled example", path=references)
     preds, refs, counts = align(preds_map, refs_map, pred_path, fmt.allow_missing)
-    metrics, directions = compute_metrics(spec, preds, refs)
+    metrics, directions = compute_metrics(spec, preds, refs, metric_options)
     return Result(
         benchmark=spec.name, benchmark_version=spec.version, split=used_split, metrics=metrics,
         directions=directions, primary=spec.primary, model=model, counts=counts,
