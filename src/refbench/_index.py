@@ -2,7 +2,7 @@
 
 INDEX: dict[str, dict[str, str]] = {
     'baseline': {
-        'bert': 'refbench.baselines.bert:BertClassifier',
+        'bert': 'refbench.baselines.bert:Bert',
     },
     'dataset': {
         'glue': 'refbench.datasets.glue:GlueBuilder',

@@ -73,15 +73,14 @@ def predict_rows(model: "Baseline", rows: "hf_datasets.Dataset", batch_size: int
     import torch
 
     features = model.encode(rows)
-    out: dict[Any, Any] = {}
+    preds = []
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(features), batch_size):
-            for pred in model.predict(model.collate(features[start:start + batch_size])):
-                out[pred.id] = pred.value
+            preds.extend(model.predict(model.collate(features[start:start + batch_size])))
     model.train(was_training)
-    return out
+    return model.finalize(rows, features, preds)
 
 
 def write_predictions(spec: "BenchmarkSpec", predictions: dict[Any, Any], path: Path) -> Path:

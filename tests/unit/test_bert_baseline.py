@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from refbench.baselines.bert import BertClassifier, build_wordpiece_vocab
+from refbench.baselines.bert import Bert, build_wordpiece_vocab
 from refbench.benchmarks.spec import get_spec
 from refbench.datasets.base import get_builder, load_prepared
 
@@ -52,7 +52,7 @@ def test_create_encode_collate_predict_and_learn(prepared: Path, bench: str, reg
            "intermediate_size": 64, "vocab_size": 300, "max_length": 24}
     torch.manual_seed(0)
     run = prepared / bench
-    model = BertClassifier.create(cfg, spec, rows, run)
+    model = Bert.create(cfg, spec, rows, run)
     feats = model.encode(rows)
     assert all(len(f["input_ids"]) <= 24 for f in feats)
     tok = model.tokenizer
@@ -75,7 +75,7 @@ def test_create_encode_collate_predict_and_learn(prepared: Path, bench: str, reg
     assert [p.id for p in preds] == batch["idx"].tolist()
     assert all(isinstance(p.value, float if regression else int) for p in preds)
     # restore rebuilds the same architecture and tokenizer from the run folder
-    again = BertClassifier.restore(cfg, spec, run)
+    again = Bert.restore(cfg, spec, run)
     again.load_state_dict(model.state_dict())
     again.eval()
     assert [p.value for p in again.predict(batch)] == [p.value for p in preds]

@@ -65,5 +65,13 @@ class Baseline(nn.Module):
 
     @torch.no_grad()
     def predict(self, batch: Mapping[str, torch.Tensor]) -> list[Prediction]:
-        """Predictions for one batch, in the benchmark's submission format."""
+        """Predictions for one batch (per feature)."""
         raise NotImplementedError
+
+    def finalize(self, rows: "hf_datasets.Dataset", features: Sequence[Mapping[str, Any]],
+                 predictions: Sequence[Prediction]) -> dict[Any, Any]:
+        """Per-feature predictions -> `{id: value}` in the benchmark's submission format.
+
+        The default is one feature per row; a model whose rows span several features
+        (SQuAD windows) merges them here."""
+        return {p.id: p.value for p in predictions}

@@ -1,4 +1,6 @@
-"""BERT-family sequence classifier / regressor for GLUE, through Hugging Face transformers.
+"""BERT family through Hugging Face transformers: GLUE classification / regression heads and
+the SQuAD span head, behind one registered baseline (`bert`) that picks the head from the
+benchmark's dataset.
 
 The architecture comes from the recipe (`hidden_size`, `num_hidden_layers`, ...), so one
 file covers BERT-base, BERT-small and the tiny CPU smoke model. Weights start random, or
@@ -11,13 +13,14 @@ tokenizer of `tokenizer` / `init_from`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import torch
 
 from refbench.baselines.base import Baseline, Prediction
+from refbench.baselines.qa import QAConfig, collate_qa, encode_squad, postprocess, span_loss
 from refbench.config import from_dict
 from refbench.errors import RefbenchError
 from refbench.io import atomic_write_json
@@ -50,6 +53,11 @@ class BertConfig:
     lowercase: bool = True
     tokenizer: str | None = None
     classifier_dropout: float | None = None
+    qa: QAConfig = field(default_factory=QAConfig)
+
+
+def is_squad(spec: "BenchmarkSpec") -> bool:
+    return spec.dataset.name == "squad"
 
 
 def _task_of(spec: "BenchmarkSpec") -> Any:
@@ -118,48 +126,60 @@ def train_wordpiece(texts: Iterator[str], vocab_size: int, lowercase: bool, out:
     fast.save_pretrained(str(out))
 
 
-@BASELINES.register("bert", family="BERT (Devlin et al., 2019)", tasks="glue")
-class BertClassifier(Baseline):
-    """`BertForSequenceClassification` behind the baseline contract."""
+class _BertHead(Baseline):
+    """Shared construction: tokenizer (trained, local, or from `init_from`) and HF config."""
 
     Config = BertConfig
 
-    def __init__(self, cfg: BertConfig, hf_model: Any, tokenizer: Any, task: Any) -> None:
+    def __init__(self, cfg: BertConfig, hf_model: Any, tokenizer: Any, spec: "BenchmarkSpec") -> None:
         super().__init__()
         self.cfg = cfg
         self.model = hf_model
         self.tokenizer = tokenizer
-        self.task = task
+        self.spec = spec
 
-    # -- construction -----------------------------------------------------------------
+    # subclasses: the transformers class, its head arguments and the tokenizer corpus
+    hf_class_name: str = ""
+
+    @classmethod
+    def head_kwargs(cls, spec: "BenchmarkSpec") -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def corpus(cls, rows: "hf_datasets.Dataset", spec: "BenchmarkSpec") -> Iterator[str]:
+        raise NotImplementedError
+
+    @classmethod
+    def _hf_class(cls) -> Any:
+        import transformers
+
+        return getattr(transformers, cls.hf_class_name)
+
     @classmethod
     def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
                train_rows: "hf_datasets.Dataset", run_dir: Path,
-               init_from: str | None = None) -> "BertClassifier":
-        from transformers import AutoTokenizer, BertForSequenceClassification
+               init_from: str | None = None) -> "_BertHead":
+        from transformers import AutoTokenizer
         from transformers import BertConfig as HFBertConfig
 
         cfg = from_dict(BertConfig, dict(model_cfg), prefix="model")
-        task = _task_of(spec)
         run_dir = Path(run_dir)
         tok_dir = run_dir / TOKENIZER_DIR
-        num_labels = 1 if task.is_regression else len(task.label_names)
+        head = cls.head_kwargs(spec)
         if init_from is not None:
             src = Path(init_from)
             if not (src / "config.json").exists():
                 raise RefbenchError("not a local checkpoint folder (no config.json)", path=src)
             if not tok_dir.exists():
                 AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(tok_dir))
-            hf_model = BertForSequenceClassification.from_pretrained(
-                str(src), num_labels=num_labels,
-                problem_type="regression" if task.is_regression else "single_label_classification")
+            hf_model = cls._hf_class().from_pretrained(str(src), **head)
         else:
             if not tok_dir.exists():
                 if cfg.tokenizer is not None:
                     AutoTokenizer.from_pretrained(cfg.tokenizer).save_pretrained(str(tok_dir))
                 else:
-                    train_wordpiece(_texts(train_rows, task.text_fields), cfg.vocab_size,
-                                    cfg.lowercase, tok_dir)
+                    train_wordpiece(cls.corpus(train_rows, spec), cfg.vocab_size, cfg.lowercase,
+                                    tok_dir)
             tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
             hf_cfg = HFBertConfig(
                 vocab_size=len(tokenizer), hidden_size=cfg.hidden_size,
@@ -169,30 +189,52 @@ class BertClassifier(Baseline):
                 hidden_dropout_prob=cfg.hidden_dropout_prob,
                 attention_probs_dropout_prob=cfg.attention_probs_dropout_prob,
                 max_position_embeddings=cfg.max_position_embeddings,
-                classifier_dropout=cfg.classifier_dropout, num_labels=num_labels,
-                problem_type="regression" if task.is_regression else "single_label_classification",
-                pad_token_id=tokenizer.pad_token_id)
-            hf_model = BertForSequenceClassification(hf_cfg)
+                classifier_dropout=cfg.classifier_dropout,
+                pad_token_id=tokenizer.pad_token_id, **head)
+            hf_model = cls._hf_class()(hf_cfg)
         hf_model.config.save_pretrained(str(run_dir / "hf_config"))
         atomic_write_json(run_dir / MODEL_CONFIG, asdict(cfg))
         tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-        return cls(cfg, hf_model, tokenizer, task)
+        return cls(cfg, hf_model, tokenizer, spec)
 
     @classmethod
     def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
-                run_dir: Path) -> "BertClassifier":
-        from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+                run_dir: Path) -> "_BertHead":
+        from transformers import AutoConfig, AutoTokenizer
 
         run_dir = Path(run_dir)
-        for needed in (run_dir / TOKENIZER_DIR, run_dir / "hf_config" / "config.json"):
+        for needed in (run_dir / TOKENIZER_DIR, run_dir / "hf_config" / "config.json",
+                       run_dir / MODEL_CONFIG):
             if not needed.exists():
                 raise RefbenchError("run folder is incomplete (was it trained?)", path=needed)
         cfg = from_dict(BertConfig, json.loads((run_dir / MODEL_CONFIG).read_text()), prefix="model")
-        hf_model = BertForSequenceClassification(AutoConfig.from_pretrained(str(run_dir / "hf_config")))
+        hf_model = cls._hf_class()(AutoConfig.from_pretrained(str(run_dir / "hf_config")))
         tokenizer = AutoTokenizer.from_pretrained(str(run_dir / TOKENIZER_DIR))
-        return cls(cfg, hf_model, tokenizer, _task_of(spec))
+        return cls(cfg, hf_model, tokenizer, spec)
 
-    # -- data -----------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+class BertClassifier(_BertHead):
+    """`BertForSequenceClassification` for a GLUE task (MSE for STS-B)."""
+
+    hf_class_name = "BertForSequenceClassification"
+
+    def __init__(self, cfg: BertConfig, hf_model: Any, tokenizer: Any, spec: "BenchmarkSpec") -> None:
+        super().__init__(cfg, hf_model, tokenizer, spec)
+        self.task = _task_of(spec)
+
+    @classmethod
+    def head_kwargs(cls, spec: "BenchmarkSpec") -> dict[str, Any]:
+        task = _task_of(spec)
+        return {"num_labels": 1 if task.is_regression else len(task.label_names),
+                "problem_type": "regression" if task.is_regression else "single_label_classification"}
+
+    @classmethod
+    def corpus(cls, rows: "hf_datasets.Dataset", spec: "BenchmarkSpec") -> Iterator[str]:
+        return _texts(rows, _task_of(spec).text_fields)
+
     def encode(self, rows: "hf_datasets.Dataset") -> list[dict[str, Any]]:
         fields = self.task.text_fields
         columns = [list(rows[name]) for name in fields]
@@ -221,7 +263,6 @@ class BertClassifier(Baseline):
                 "labels": torch.tensor([f["label"] for f in features], dtype=dtype),
                 "idx": torch.tensor([f["idx"] for f in features], dtype=torch.long)}
 
-    # -- steps ----------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Any:
         labels = batch.get("labels")
         if labels is not None and not self.task.is_regression and bool((labels < 0).any()):
@@ -245,5 +286,74 @@ class BertClassifier(Baseline):
             values = logits.argmax(-1).tolist()
         return [Prediction(i, v) for i, v in zip(ids, values)]
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+
+class BertQuestionAnswering(_BertHead):
+    """`BertForQuestionAnswering` for SQuAD v1.1 / v2.0 (windows, n-best spans, null score)."""
+
+    hf_class_name = "BertForQuestionAnswering"
+
+    @property
+    def qa_config(self) -> QAConfig:
+        qa = self.cfg.qa
+        return QAConfig(max_length=self.cfg.max_length, doc_stride=qa.doc_stride,
+                        max_query_length=qa.max_query_length, n_best=qa.n_best,
+                        max_answer_length=qa.max_answer_length, null_threshold=qa.null_threshold)
+
+    @classmethod
+    def corpus(cls, rows: "hf_datasets.Dataset", spec: "BenchmarkSpec") -> Iterator[str]:
+        return _texts(rows, ("question", "context"))
+
+    def encode(self, rows: "hf_datasets.Dataset") -> list[dict[str, Any]]:
+        features = encode_squad(self.tokenizer, rows, self.qa_config)
+        for index, feature in enumerate(features):
+            feature["feature_index"] = index
+        return features
+
+    def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        return collate_qa(features, self.tokenizer.pad_token_id)
+
+    def _logits(self, batch: Mapping[str, torch.Tensor]) -> Any:
+        return self.model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                          attention_mask=batch["attention_mask"])
+
+    def training_step(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self._logits(batch)
+        return {"loss": span_loss(out.start_logits, out.end_logits, batch)}
+
+    @torch.no_grad()
+    def predict(self, batch: Mapping[str, torch.Tensor]) -> list[Prediction]:
+        out = self._logits(batch)
+        mask = batch["attention_mask"].bool()
+        preds = []
+        for i, index in enumerate(batch["feature_index"].tolist()):
+            length = int(mask[i].sum())
+            preds.append(Prediction(index, (out.start_logits[i, :length].tolist(),
+                                            out.end_logits[i, :length].tolist())))
+        return preds
+
+    def finalize(self, rows: "hf_datasets.Dataset", features: Sequence[Mapping[str, Any]],
+                 predictions: Sequence[Prediction]) -> dict[Any, Any]:
+        logits = {p.id: p.value for p in predictions}
+        version2 = self.spec.metric.kwargs().get("version") == "2.0"
+        return postprocess(rows, features, logits, self.qa_config, version2)
+
+
+@BASELINES.register("bert", family="BERT (Devlin et al., 2019)", tasks="glue, squad")
+class Bert(Baseline):
+    """The registered BERT baseline: the GLUE head or the SQuAD span head, by benchmark."""
+
+    Config = BertConfig
+
+    @staticmethod
+    def head_for(spec: "BenchmarkSpec") -> type[_BertHead]:
+        return BertQuestionAnswering if is_squad(spec) else BertClassifier
+
+    @classmethod
+    def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+               train_rows: "hf_datasets.Dataset", run_dir: Path,
+               init_from: str | None = None) -> Baseline:
+        return cls.head_for(spec).create(model_cfg, spec, train_rows, run_dir, init_from)
+
+    @classmethod
+    def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec", run_dir: Path) -> Baseline:
+        return cls.head_for(spec).restore(model_cfg, spec, run_dir)
