@@ -3,16 +3,20 @@
 INDEX: dict[str, dict[str, str]] = {
     'baseline': {
         'bert': 'refbench.baselines.bert:Bert',
+        'efficientbert': 'refbench.baselines.efficientbert:EfficientBertClassifier',
     },
     'dataset': {
         'glue': 'refbench.datasets.glue:GlueBuilder',
+        'squad': 'refbench.datasets.squad:SquadBuilder',
     },
     'format': {
         'glue_dir': 'refbench.benchmarks.glue_format:GlueDirFormat',
         'glue_tsv': 'refbench.benchmarks.glue_format:GlueTsvFormat',
+        'squad_json': 'refbench.benchmarks.squad_format:SquadJsonFormat',
     },
     'metric': {
         'glue': 'refbench.evaluation.glue:GlueMetric',
         'glue_all': 'refbench.evaluation.glue:GlueAllMetric',
+        'squad': 'refbench.evaluation.squad:SquadMetric',
     },
 }

@@ -245,11 +245,28 @@ def evaluate(benchmark: str = typer.Argument(..., help="Benchmark name, e.g. glu
              split: Optional[str] = typer.Option(None, "--split", help="Prepared split to score against."),
              cache_dir: Optional[str] = typer.Option(None, "--cache-dir"),
              output: Optional[Path] = typer.Option(None, "--output", help="Write result.json here."),
+             na_prob_file: Optional[Path] = typer.Option(
+                 None, "--na-prob-file",
+                 help="SQuAD v2.0 only: JSON {question_id: no-answer probability} of the "
+                      "predictions (evaluate-v2.0.py's --na-prob-file)."),
+             na_prob_thresh: Optional[float] = typer.Option(
+                 None, "--na-prob-thresh",
+                 help="SQuAD v2.0 only: a prediction whose no-answer probability exceeds this "
+                      "counts as \"no answer\" (default 1.0, as evaluate-v2.0.py)."),
              as_json: bool = JSON_OPT) -> None:
     """Score a prediction file exactly like the official script does."""
     from refbench.benchmarks.scoring import evaluate_file
+    from refbench.benchmarks.spec import get_spec
 
-    result = evaluate_file(benchmark, predictions, references, split=split, cache_dir=cache_dir)
+    read_options = {} if na_prob_file is None else {"na_prob_file": na_prob_file}
+    metric_options = {} if na_prob_thresh is None else {"na_prob_thresh": na_prob_thresh}
+    if read_options or metric_options:
+        spec = get_spec(benchmark)
+        if spec.metric.name != "squad":
+            raise RefbenchError(f"--na-prob-file / --na-prob-thresh apply to SQuAD v2.0 "
+                                f"benchmarks only, not {spec.name}")
+    result = evaluate_file(benchmark, predictions, references, split=split, cache_dir=cache_dir,
+                           read_options=read_options, metric_options=metric_options)
     if output is not None:
         result.write(output)
     if as_json:

@@ -144,10 +144,13 @@ def parse_result(data: Any, p: Path) -> Result:
             raise _fail(p, f"metrics.{key}", f"expected a finite number, got {value!r}")
     directions = data["directions"]
     if not isinstance(directions, dict) or set(directions) != set(metrics) \
-            or any(v not in ("higher", "lower") for v in directions.values()):
-        raise _fail(p, "directions", "expected 'higher'/'lower' for every metric key")
+            or any(v not in ("higher", "lower", "none") for v in directions.values()):
+        raise _fail(p, "directions", "expected 'higher', 'lower' or 'none' (not a score: a "
+                                     "count, a threshold) for every metric key")
     if data["primary"] not in metrics:
         raise _fail(p, "primary", f"primary key {data['primary']!r} is not among the metrics")
+    if directions[data["primary"]] == "none":
+        raise _fail(p, "primary", "the primary key must be a score (direction higher/lower)")
     prov = data["provenance"]
     wanted = {f for f in Provenance.__dataclass_fields__}
     if not isinstance(prov, dict) or not wanted <= set(prov):

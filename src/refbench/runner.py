@@ -178,7 +178,7 @@ def _primary_higher_is_better(spec: "BenchmarkSpec") -> bool:
 
     entry = METRICS.entry(spec.metric.name)
     metric = entry.obj(**spec.metric.kwargs())
-    return bool(metric.higher_is_better(spec.primary, entry.meta.get("higher_is_better", True)))
+    return metric.higher_is_better(spec.primary, entry.meta.get("higher_is_better", True)) is not False
 
 
 def _best_or_last(run_dir: Path) -> Path:

@@ -73,7 +73,10 @@ def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any],
     for key, value in values.items():
         if not math.isfinite(value):
             raise RefbenchError(f"metric {spec.metric.name} produced a non-finite {key}")
-    directions = {k: "higher" if metric.higher_is_better(k, default) else "lower" for k in values}
+    names = {True: "higher", False: "lower", None: "none"}
+    directions = {k: names[metric.higher_is_better(k, default)] for k in values}
+    if spec.primary in directions and directions[spec.primary] == "none":
+        raise RefbenchError(f"benchmark {spec.key}: primary key {spec.primary!r} is not a score")
     if spec.primary not in values:
         raise RefbenchError(f"benchmark {spec.key}: primary key {spec.primary!r} not produced by "
                             f"metric {spec.metric.name} (keys: {', '.join(values)})")

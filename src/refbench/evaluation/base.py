@@ -17,8 +17,9 @@ class Metric(ABC):
 
     #: documented key -> meaning; `compute()` returns exactly these keys
     keys: ClassVar[dict[str, str]] = {}
-    #: key -> True when larger is better (defaults to the registration's higher_is_better)
-    directions: ClassVar[dict[str, bool]] = {}
+    #: key -> True when larger is better, False when smaller is, None for a key that is not
+    #: a score (a count, a chosen threshold); unlisted keys take the registration's default
+    directions: ClassVar[dict[str, bool | None]] = {}
 
     def __init__(self, **args: Any) -> None:
         self.args = args
@@ -38,5 +39,5 @@ class Metric(ABC):
     def output_keys(self) -> list[str]:
         return list(self.keys)
 
-    def higher_is_better(self, key: str, default: bool = True) -> bool:
+    def higher_is_better(self, key: str, default: bool = True) -> bool | None:
         return self.directions.get(key, default)
