@@ -4,7 +4,7 @@ The loss (re-derived from the official `calc_distil_losses`):
 
 - attention: MSE between the student's attention *scores* (before softmax) of layer l and
   the teacher's of layer g(l) = (l + 1) * (T / S) - 1 (0-based; the last layer of every
-  block of T/S teacher layers), with masked positions set to 0 on both sides;
+  block of T/S teacher layers), with padded key positions set to 0 on both sides;
 - hidden ("ffn"): MSE between the embedding outputs and between the student's layer-l output
   and the teacher's layer-g(l) output, the student's states first projected to the teacher's
   width by its fit-dense layer;
@@ -69,9 +69,10 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
 
 
 def _masked(scores: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Scores with padded key and query positions set to 0 (the official code zeroes the
-    masked entries, which carry -1e4 there)."""
-    keep = attention_mask[:, None, :, None].bool() & attention_mask[:, None, None, :].bool()
+    """Scores with padded *key* positions set to 0, as the official code does (it zeroes
+    the entries that carry the -1e4 padding mask, which is added along the key axis only;
+    rows of padded queries still count)."""
+    keep = attention_mask[:, None, None, :].bool()
     return torch.where(keep, scores, torch.zeros_like(scores))
 
 
