@@ -337,8 +337,8 @@ def leaderboard_export(board: Path = BOARD_OPT,
 @app.command()
 def demo(workdir: Path = typer.Option(Path(".refbench-cache/demo"), "--workdir",
                                       help="Where the synthetic data, cache, runs and board go."),
-         tasks: list[str] = typer.Option(["sst2", "mrpc", "cola", "mnli", "stsb"], "--task",
-                                      help="GLUE tasks to run (repeatable)."),
+         tasks: list[str] = typer.Option(["sst2", "mrpc", "cola", "mnli", "stsb", "squad"], "--task",
+                                      help="GLUE tasks and/or 'squad' (SQuAD v1.1) to run (repeatable)."),
          fresh: bool = typer.Option(True, "--fresh/--reuse", help="Start from an empty workdir.")) -> None:
     """The main job on an embedded default: synthesize GLUE, prepare, train, predict, evaluate,
     record on a local leaderboard and print a results table."""

@@ -1,10 +1,11 @@
 """`refbench demo`: the main job end to end on embedded, synthetic data.
 
-Synthesizes the official GLUE layout, prepares it, trains the tiny BERT recipe on a few
-tasks through the common runner, predicts the dev and the hidden test split, scores the
-dev predictions from the written files (as `refbench evaluate` does, against the dev
-TSV), scores a majority-class submission for comparison, records everything on a local
-leaderboard file and prints a table and the paths it wrote.
+For each family it synthesizes the official layout, prepares it, trains a tiny recipe
+through the common runner, predicts the dev split (and the hidden test split where there
+is one), scores the dev predictions from the written file against the official-format
+dev file (as `refbench evaluate --references` does), scores a trivial submission for
+comparison (majority class / mean score for GLUE, the context's first words for SQuAD),
+records everything on a local leaderboard file and prints a table and the paths it wrote.
 """
 
 from __future__ import annotations
@@ -12,14 +13,31 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from refbench.errors import RefbenchError
 
-TASK_BENCHMARKS = {"cola": "glue-cola", "sst2": "glue-sst2", "mrpc": "glue-mrpc",
+GLUE_BENCHMARKS = {"cola": "glue-cola", "sst2": "glue-sst2", "mrpc": "glue-mrpc",
                    "stsb": "glue-stsb", "qqp": "glue-qqp", "mnli": "glue-mnli-m",
                    "qnli": "glue-qnli", "rte": "glue-rte", "wnli": "glue-wnli"}
+DEMO_TASKS = [*GLUE_BENCHMARKS, "squad"]
+
+
+@dataclass
+class Job:
+    """One row of the demo: a benchmark, the recipe trained on it and its trivial rival."""
+
+    task: str
+    benchmark: str
+    dataset: str
+    config: str
+    recipe: str
+    references: Callable[[Path], Path]
+    trivial: Callable[[Any, str], dict[Any, Any]]
+    trivial_name: str
+    overrides: list[str] = field(default_factory=list)
 
 
 def _say(text: str) -> None:
@@ -34,7 +52,7 @@ def majority_predictions(spec: Any, cache_dir: str) -> dict[Any, Any]:
                           cache_dir=cache_dir)
     dev = load_prepared(spec.dataset.name, split=spec.split, config=spec.dataset.config,
                         cache_dir=cache_dir)
-    labels = train["label"]
+    labels = list(train["label"])
     if isinstance(labels[0], float):
         value: Any = sum(labels) / len(labels)
     else:
@@ -42,63 +60,90 @@ def majority_predictions(spec: Any, cache_dir: str) -> dict[Any, Any]:
     return {idx: value for idx in dev["idx"]}
 
 
-def run_demo(workdir: Path, tasks: list[str], fresh: bool = True, n: int = 800,
-             recipe: str = "bert_tiny_glue") -> list[dict[str, Any]]:
+def first_words_predictions(spec: Any, cache_dir: str, words: int = 3) -> dict[Any, Any]:
+    """SQuAD's trivial rival: the first words of the context as every answer."""
+    from refbench.datasets.base import load_prepared
+
+    dev = load_prepared(spec.dataset.name, split=spec.split, config=spec.dataset.config,
+                        cache_dir=cache_dir)
+    return {qid: " ".join(context.split()[:words])
+            for qid, context in zip(dev["id"], dev["context"])}
+
+
+def _jobs(tasks: list[str]) -> list[Job]:
+    from refbench.datasets.glue import TASKS
+
+    jobs = []
+    for task in tasks:
+        if task == "squad":
+            jobs.append(Job(task, "squad-v1.1", "squad", "v1.1", "bert_tiny_squad",
+                            lambda root: root / "dev-v1.1.json", first_words_predictions,
+                            "first words", ["trainer.max_steps=200", "trainer.eval_every=100"]))
+            continue
+        glue = TASKS["mnli" if task == "mnli" else task]
+        dev_name = glue.splits["validation_matched" if task == "mnli" else "validation"]
+        jobs.append(Job(task, GLUE_BENCHMARKS[task], "glue", glue.config, "bert_tiny_glue",
+                        lambda root, g=glue, d=dev_name: root / g.folder / d,
+                        majority_predictions, "majority"))
+    return jobs
+
+
+def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
+             n: int = 800) -> list[dict[str, Any]]:
     from refbench.benchmarks.scoring import evaluate_file
     from refbench.benchmarks.spec import get_spec
     from refbench.config import build_run_config
     from refbench.datasets.base import get_builder
-    from refbench.datasets.glue import TASKS
     from refbench.leaderboard.store import init_board, submit_result
-    from refbench.runner import predict, train, write_predictions
+    from refbench.runner import companions, predict, train, write_predictions
 
-    unknown = [t for t in tasks if t not in TASK_BENCHMARKS]
+    unknown = [t for t in tasks if t not in DEMO_TASKS]
     if unknown:
         raise RefbenchError(f"unknown demo task {unknown[0]!r} (choose from "
-                            f"{', '.join(TASK_BENCHMARKS)})")
+                            f"{', '.join(DEMO_TASKS)})")
     started = time.time()
     workdir = Path(workdir)
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
-    data_root, cache, runs = workdir / "glue", workdir / "cache", workdir / "runs"
-    board = workdir / "leaderboard.json"
-    builder = get_builder("glue")
-    _say(f"synthesizing the official GLUE layout ({n} training rows per task) -> {data_root}")
-    builder.synthesize(data_root, n=n, seed=0)
-    configs = sorted({("mnli" if t == "mnli" else t) for t in tasks})
-    _say(f"preparing {', '.join(configs)} -> {cache}")
-    builder.prepare(data_root, cache, configs=configs, progress=True)
+    cache, runs, board = workdir / "cache", workdir / "runs", workdir / "leaderboard.json"
+    jobs = _jobs(tasks)
+    roots: dict[str, Path] = {}
+    for dataset in dict.fromkeys(job.dataset for job in jobs):
+        builder = get_builder(dataset)
+        root = roots[dataset] = workdir / dataset
+        _say(f"synthesizing the official {dataset} layout ({n} training rows) -> {root}")
+        builder.synthesize(root, n=n, seed=0)
+        configs = sorted({job.config for job in jobs if job.dataset == dataset})
+        _say(f"preparing {dataset}: {', '.join(configs)} -> {cache}")
+        builder.prepare(root, cache, configs=configs, progress=True)
     if not board.exists():
         init_board(board, "refbench demo")
     table: list[dict[str, Any]] = []
-    for task in tasks:
-        bench = TASK_BENCHMARKS[task]
-        spec = get_spec(bench)
-        _say(f"training {recipe} on {bench}")
-        config = build_run_config("bert", bench, recipe, [f"output_dir={runs}",
-                                                          f"data.cache_dir={cache}"])
+    for job in jobs:
+        spec = get_spec(job.benchmark)
+        _say(f"training {job.recipe} on {job.benchmark}")
+        config = build_run_config("bert", job.benchmark, job.recipe,
+                                  [f"output_dir={runs}", f"data.cache_dir={cache}", *job.overrides])
         summary = train(config)
         assert summary.result is not None
         run_dir = summary.run_dir
-        # score again from the written file against the official-format dev TSV
-        dev_file = data_root / TASKS[spec.dataset.config].folder / \
-            TASKS[spec.dataset.config].splits[spec.split]
+        dev_refs = job.references(roots[job.dataset])
         dev_pred = run_dir / "predictions" / spec.submission.filename
-        result = evaluate_file(spec, dev_pred, references=dev_file, model=summary.result.model,
-                               seed=config.trainer.seed)
+        result = evaluate_file(spec, dev_pred, references=dev_refs, model=summary.result.model,
+                               seed=config.trainer.seed, read_options=companions(spec, dev_pred))
         result.write(run_dir / "result.json")
         submit_result(board, result, "demo")
-        hidden = spec.hidden_split
         test_file = None
-        if hidden is not None:
-            test_file = predict(run_dir, hidden, workdir / "submission" / spec.submission.filename,
-                                cache_dir=str(cache))
-        majority_file = write_predictions(spec, majority_predictions(spec, str(cache)),
-                                          workdir / "majority" / spec.submission.filename)
-        majority = evaluate_file(spec, majority_file, references=dev_file)
+        if spec.hidden_split is not None:
+            test_file = predict(run_dir, spec.hidden_split,
+                                workdir / "submission" / spec.submission.filename, cache_dir=str(cache))
+        trivial_file = write_predictions(spec, job.trivial(spec, str(cache)),
+                                         workdir / "trivial" / spec.submission.filename)
+        trivial = evaluate_file(spec, trivial_file, references=dev_refs)
         table.append({"benchmark": spec.key, "primary": spec.primary,
-                      "model": result.primary_value, "majority": majority.primary_value,
-                      "steps": summary.steps, "run": str(run_dir),
+                      "model": result.primary_value, "trivial": trivial.primary_value,
+                      "trivial_name": job.trivial_name, "steps": summary.steps,
+                      "run": str(run_dir),
                       "test_submission": None if test_file is None else str(test_file)})
     _print_table(table, board, workdir, time.time() - started)
     return table
@@ -108,12 +153,12 @@ def _print_table(table: list[dict[str, Any]], board: Path, workdir: Path, second
     from rich.console import Console
     from rich.table import Table
 
-    out = Table(title=f"refbench demo: tiny BERT vs majority class (dev, {seconds:.0f}s)")
-    for col in ("benchmark", "primary", "tiny BERT", "majority", "steps"):
+    out = Table(title=f"refbench demo: tiny BERT vs a trivial submission (dev, {seconds:.0f}s)")
+    for col in ("benchmark", "primary", "tiny BERT", "trivial", "steps"):
         out.add_column(col)
     for row in table:
         out.add_row(row["benchmark"], row["primary"], f"{row['model']:.2f}",
-                    f"{row['majority']:.2f}", str(row["steps"]))
+                    f"{row['trivial']:.2f} ({row['trivial_name']})", str(row["steps"]))
     console = Console()
     console.print(out)
     console.print(f"runs:        {workdir / 'runs'}")
