@@ -3,7 +3,7 @@
 INDEX: dict[str, dict[str, str]] = {
     'baseline': {
         'bert': 'refbench.baselines.bert:Bert',
-        'efficientbert': 'refbench.baselines.efficientbert:EfficientBertClassifier',
+        'efficientbert': 'refbench.baselines.efficientbert:EfficientBert',
     },
     'dataset': {
         'glue': 'refbench.datasets.glue:GlueBuilder',

@@ -146,3 +146,17 @@ def test_bert_squad_cli_smoke(tmp_path: Path) -> None:
 
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["metrics"]["total"] > 0 and result["directions"]["total"] == "none"
+
+
+def test_doc_spans_follow_bert_stride_semantics() -> None:
+    from refbench.baselines.qa import doc_spans, max_context_flags
+
+    # 10 tokens, windows of 4, starts 3 apart (BERT: start += min(length, doc_stride))
+    assert doc_spans(10, 4, 3) == [(0, 4), (3, 4), (6, 4)]
+    assert doc_spans(3, 4, 2) == [(0, 3)]
+    assert doc_spans(0, 4, 2) == [(0, 0)]
+    spans = doc_spans(10, 4, 2)
+    assert spans == [(0, 4), (2, 4), (4, 4), (6, 4)]
+    # token 3 is in spans 0 (left 3, right 0) and 1 (left 1, right 2): span 1 wins
+    assert max_context_flags(spans, 0) == [True, True, True, False]
+    assert max_context_flags(spans, 1)[1] is True

@@ -1,4 +1,4 @@
-"""EfficientBERT student for GLUE: a compact BERT whose every layer has a searched FFN.
+"""EfficientBERT student for GLUE and SQuAD: a compact BERT whose every layer has a searched FFN.
 
 The architecture follows the official `AutoBert` (`models/auto_bert.py`,
 `models/mobile_bert.py`, `models/bert.py` of `cheneydon/efficient-bert`):
@@ -10,14 +10,19 @@ The architecture follows the official `AutoBert` (`models/auto_bert.py`,
 - per layer: BERT self-attention (`LayerNorm(h + dropout(dense(context)))`), then the
   layer's searched FFN (`efficientbert_space.SearchedFFN`: `n` stacked blocks, each
   `LayerNorm(h + dropout(expr(h)))`);
-- pooler `tanh(dense(h[CLS]))` + dropout, then a linear classifier (one output, squeezed,
-  for STS-B regression);
+- GLUE head: pooler `tanh(dense(h[CLS]))` + dropout, then a linear classifier (one
+  output, squeezed, for STS-B regression); SQuAD head: Linear(hidden, 2) on every token
+  (start and end logits), no pooler;
 - `fit_dense`: Linear(hidden -> teacher width, 768) applied to the embedding output and
-  to every layer output, used only by distillation (frozen here, see `EfficientBertClassifier`).
+  to every layer output, used only by distillation (frozen otherwise, see
+  `EfficientBertStudent`).
 
 The encoder returns every hidden state and every layer's attention scores (pre-softmax,
-with the padding mask added, like the official `attn_score`) for a distillation loss.
-Nothing is downloaded: the tokenizer is trained on the training split as in `bert`.
+with the padding mask added, like the official `attn_score`) for the distillation loss of
+`refbench.baselines.distill`, turned on by `model.distill.teacher_run` (a `bert` run of the
+same task: the student then uses the teacher's tokenizer). Without a teacher the student
+fine-tunes on the gold labels. Nothing is downloaded: the tokenizer is trained on the
+training split as in `bert`.
 """
 
 from __future__ import annotations
@@ -26,16 +31,20 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from refbench.baselines.base import Baseline, Prediction
-from refbench.baselines.bert import _task_of, _texts, train_wordpiece
+from refbench.baselines.bert import _task_of, _texts, is_squad, train_wordpiece
+from refbench.baselines.distill import (BertTeacher, DistillConfig, EncoderOutputs,
+                                        TeacherHandle, check_teacher, check_tokenization,
+                                        distill_losses, install_teacher_tokenizer, load_teacher)
 from refbench.baselines.efficientbert_space import (PUBLISHED_EFFICIENTBERT, SearchedFFN,
                                                     parse_valid)
+from refbench.baselines.qa import QAConfig, collate_qa, encode_squad, postprocess, span_loss
 from refbench.config import from_dict
 from refbench.errors import RefbenchError
 from refbench.io import atomic_write_json
@@ -71,6 +80,8 @@ class EfficientBertConfig:
     lowercase: bool = True
     tokenizer: str | None = None
     teacher_hidden_size: int | None = 768  # fit_size; None = no fit-dense projection
+    qa: QAConfig = field(default_factory=QAConfig)  # SQuAD windows (max_length is the above)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def check_config(cfg: EfficientBertConfig) -> None:
@@ -86,6 +97,9 @@ def check_config(cfg: EfficientBertConfig) -> None:
                             f"{cfg.max_position_embeddings}", key="model.max_length")
     for i, text in enumerate(cfg.ffn_expressions):
         parse_valid(text, key=f"model.ffn_expressions[{i}]")
+    if cfg.distill.temperature <= 0:
+        raise RefbenchError(f"must be positive, got {cfg.distill.temperature}",
+                            key="model.distill.temperature")
 
 
 @dataclass
@@ -221,39 +235,65 @@ class ClassifierOutput:
     encoder: EncoderOutput
 
 
-@BASELINES.register("efficientbert", family="EfficientBERT (Dong et al., 2021)", tasks="glue")
-class EfficientBertClassifier(Baseline):
-    """The EfficientBERT student with a GLUE head behind the baseline contract.
+@dataclass
+class SpanOutput:
+    start_logits: Tensor  # (batch, length)
+    end_logits: Tensor  # (batch, length)
+    encoder: EncoderOutput
+
+    @property
+    def logits(self) -> Tensor:
+        """(batch, length, 2): start and end, the layout distillation compares."""
+        return torch.stack([self.start_logits, self.end_logits], dim=-1)
+
+
+class EfficientBertStudent(Baseline):
+    """What the GLUE and SQuAD heads share: encoder, fit-dense, tokenizer, run-folder
+    construction and the warm-up distillation from a `bert` teacher run.
 
     `fit_dense` is part of the model (its parameters count, as in the paper) but is
     trained only by distillation; plain fine-tuning leaves it frozen so that the
-    optimizer skips it and DDP sees no unused parameters. A distillation step unfreezes
-    it with `model.fit_dense.requires_grad_(True)`.
+    optimizer skips it and DDP sees no unused parameters. With `distill.teacher_run`
+    set, `create` loads the teacher, gives the student the teacher's tokenizer and
+    fit-dense width, unfreezes fit-dense, and `training_step` returns the distillation
+    loss (as the official fine-tuning does: no gold loss except STS-B's MSE). The teacher
+    is held by a `TeacherHandle`, never registered, so it stays out of the optimizer, DDP
+    and checkpoints; `restore` (predict) does not load it.
     """
 
     Config = EfficientBertConfig
 
-    def __init__(self, cfg: EfficientBertConfig, vocab_size: int, num_labels: int,
-                 pad_token_id: int = 0, tokenizer: Any = None, task: Any = None) -> None:
+    def __init__(self, cfg: EfficientBertConfig, vocab_size: int, pad_token_id: int = 0,
+                 tokenizer: Any = None) -> None:
         super().__init__()
-        self.cfg, self.tokenizer, self.task = cfg, tokenizer, task
-        self.regression = num_labels == 1
-        self.pad_token_id = pad_token_id
+        self.cfg, self.tokenizer, self.pad_token_id = cfg, tokenizer, pad_token_id
         self.encoder = EfficientBertEncoder(cfg, vocab_size, pad_token_id)
         self.fit_dense = (FitDense(cfg.hidden_size, cfg.teacher_hidden_size)
                           if cfg.teacher_hidden_size else None)
-        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.pooler_dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self._teacher: TeacherHandle | None = None
+
+    def _finish_init(self) -> None:
+        """Initialise every weight (after the head is added) and freeze fit-dense."""
         init_weights(self)
         if self.fit_dense is not None:
             self.fit_dense.requires_grad_(False)
 
-    # -- construction -----------------------------------------------------------------
+    # -- subclasses -------------------------------------------------------------------------
+    @classmethod
+    def corpus(cls, rows: "hf_datasets.Dataset", spec: "BenchmarkSpec") -> Iterator[str]:
+        """The texts a fresh WordPiece vocabulary is built from."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_tokenizer(cls, cfg: EfficientBertConfig, tokenizer: Any,
+                       spec: "BenchmarkSpec") -> "EfficientBertStudent":
+        raise NotImplementedError
+
+    # -- construction -----------------------------------------------------------------------
     @classmethod
     def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
                train_rows: "hf_datasets.Dataset", run_dir: Path,
-               init_from: str | None = None) -> "EfficientBertClassifier":
+               init_from: str | None = None) -> "EfficientBertStudent":
         from transformers import AutoTokenizer
 
         cfg = from_dict(EfficientBertConfig, dict(model_cfg), prefix="model")
@@ -263,20 +303,33 @@ class EfficientBertClassifier(Baseline):
                 "efficientbert cannot start from a checkpoint yet: the official pre-trained "
                 "students are pickled torch files with the repo's own key names and "
                 "full-width FFN weights, and no converter to this model exists")
-        task = _task_of(spec)
-        tok_dir = Path(run_dir) / TOKENIZER_DIR
-        if not tok_dir.exists():
+        run_dir = Path(run_dir)
+        tok_dir = run_dir / TOKENIZER_DIR
+        teacher = None
+        if cfg.distill.teacher_run is not None:
+            with torch.random.fork_rng(devices=[]):  # the student's init ignores the teacher
+                teacher = load_teacher(cfg.distill.teacher_run, cfg.distill.checkpoint)
+            check_teacher(teacher, spec, num_heads=cfg.num_heads, num_layers=cfg.num_layers,
+                          max_length=cfg.max_length)
+            check_tokenization(teacher, vocab_size=cfg.vocab_size, lowercase=cfg.lowercase,
+                               tokenizer=cfg.tokenizer)
+            install_teacher_tokenizer(teacher, tok_dir)
+            cfg.teacher_hidden_size = teacher.hidden_size
+        elif not tok_dir.exists():
             if cfg.tokenizer is not None:
                 AutoTokenizer.from_pretrained(cfg.tokenizer).save_pretrained(str(tok_dir))
             else:
-                train_wordpiece(_texts(train_rows, task.text_fields), cfg.vocab_size,
-                                cfg.lowercase, tok_dir)
-        atomic_write_json(Path(run_dir) / MODEL_CONFIG, asdict(cfg))
-        return cls._build(cfg, AutoTokenizer.from_pretrained(str(tok_dir)), task)
+                train_wordpiece(cls.corpus(train_rows, spec), cfg.vocab_size, cfg.lowercase,
+                                tok_dir)
+        atomic_write_json(run_dir / MODEL_CONFIG, asdict(cfg))
+        model = cls.from_tokenizer(cfg, AutoTokenizer.from_pretrained(str(tok_dir)), spec)
+        if teacher is not None:
+            model.attach_teacher(teacher)
+        return model
 
     @classmethod
     def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
-                run_dir: Path) -> "EfficientBertClassifier":
+                run_dir: Path) -> "EfficientBertStudent":
         from transformers import AutoTokenizer
 
         run_dir = Path(run_dir)
@@ -285,8 +338,69 @@ class EfficientBertClassifier(Baseline):
                 raise RefbenchError("run folder is incomplete (was it trained?)", path=needed)
         cfg = from_dict(EfficientBertConfig, json.loads((run_dir / MODEL_CONFIG).read_text()),
                         prefix="model")
-        return cls._build(cfg, AutoTokenizer.from_pretrained(str(run_dir / TOKENIZER_DIR)),
-                          _task_of(spec))
+        return cls.from_tokenizer(cfg, AutoTokenizer.from_pretrained(str(run_dir / TOKENIZER_DIR)),
+                                  spec)
+
+    # -- distillation -----------------------------------------------------------------------
+    def attach_teacher(self, teacher: BertTeacher) -> None:
+        """Distil from `teacher` from now on (unfreezes fit-dense; the teacher stays
+        unregistered)."""
+        if self.fit_dense is None or self.fit_dense.dense.out_features != teacher.hidden_size:
+            raise RefbenchError(f"fit-dense width {self.cfg.teacher_hidden_size} does not match "
+                                f"the teacher's hidden size {teacher.hidden_size}",
+                                key="model.teacher_hidden_size")
+        self.fit_dense.requires_grad_(True)
+        self._teacher = TeacherHandle(teacher)
+
+    @property
+    def teacher(self) -> BertTeacher | None:
+        return None if self._teacher is None else self._teacher.teacher
+
+    def _distill(self, batch: Mapping[str, Tensor], logits: Tensor, enc: EncoderOutput, *,
+                 regression: bool = False, span: bool = False) -> dict[str, Tensor]:
+        assert self._teacher is not None and self.fit_dense is not None
+        student = EncoderOutputs(logits, enc.attention_scores, self.fit_dense(enc.hidden_states))
+        return distill_losses(student, self._teacher(batch), batch["attention_mask"],
+                              batch.get("labels"), regression, self.cfg.distill, span=span)
+
+    # -- data -------------------------------------------------------------------------------
+    def _pad_inputs(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Right-pad the input tensors to `max_length`, as the official data pipeline does:
+        the trigram embedding lets the last real token see its right neighbour, so the
+        padding width would otherwise change predictions with the batch's longest row."""
+        extra = self.cfg.max_length - batch["input_ids"].size(1)
+        if extra > 0:
+            for name, value in (("input_ids", self.pad_token_id), ("token_type_ids", 0),
+                                ("attention_mask", 0)):
+                batch[name] = F.pad(batch[name], (0, extra), value=value)
+        return batch
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class EfficientBertClassifier(EfficientBertStudent):
+    """The EfficientBERT student with a GLUE head: pooler `tanh(dense(h[CLS]))`, dropout,
+    linear classifier (one squeezed output and MSE for STS-B)."""
+
+    def __init__(self, cfg: EfficientBertConfig, vocab_size: int, num_labels: int,
+                 pad_token_id: int = 0, tokenizer: Any = None, task: Any = None) -> None:
+        super().__init__(cfg, vocab_size, pad_token_id, tokenizer)
+        self.task = task
+        self.regression = num_labels == 1
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.pooler_dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        self._finish_init()
+
+    @classmethod
+    def corpus(cls, rows: "hf_datasets.Dataset", spec: "BenchmarkSpec") -> Iterator[str]:
+        return _texts(rows, _task_of(spec).text_fields)
+
+    @classmethod
+    def from_tokenizer(cls, cfg: EfficientBertConfig, tokenizer: Any,
+                       spec: "BenchmarkSpec") -> "EfficientBertClassifier":
+        return cls._build(cfg, tokenizer, _task_of(spec))
 
     @classmethod
     def _build(cls, cfg: EfficientBertConfig, tokenizer: Any,
@@ -304,9 +418,7 @@ class EfficientBertClassifier(Baseline):
                  "label": labels[i], "idx": ids[i]} for i in range(len(rows))]
 
     def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
-        """Pad to `max_length` like the official data pipeline: the trigram embedding lets
-        the last real token see its right neighbour, so the padding width would otherwise
-        change predictions with the batch's longest row."""
+        """Pad to `max_length` like the official data pipeline (see `_pad_inputs`)."""
         n, width = len(features), self.cfg.max_length
         input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         token_type_ids = torch.zeros((n, width), dtype=torch.long)
@@ -335,6 +447,10 @@ class EfficientBertClassifier(Baseline):
         labels = batch["labels"]
         if not self.regression and bool((labels < 0).any()):
             raise RefbenchError("training split has unlabeled rows (label -1)")
+        if self._teacher is not None:
+            out = self.forward(batch, output_attentions=True)
+            logits = out.logits.unsqueeze(-1) if self.regression else out.logits
+            return self._distill(batch, logits, out.encoder, regression=self.regression)
         logits = self.forward(batch).logits
         if self.regression:
             return {"loss": F.mse_loss(logits, labels.to(logits.dtype))}
@@ -346,11 +462,104 @@ class EfficientBertClassifier(Baseline):
         values = logits.float().tolist() if self.regression else logits.argmax(-1).tolist()
         return [Prediction(i, v) for i, v in zip(batch["idx"].tolist(), values)]
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def paper_parameter_count(self) -> int:
         """Embeddings + fit_dense + attention + FFNs, without pooler and classifier: what the
         official `param_list` sums (`embed_fit_dense + sum(attn + ffn[linear_idx])`)."""
         heads = (self.pooler, self.classifier)
         return self.num_parameters() - sum(p.numel() for m in heads for p in m.parameters())
+
+
+class EfficientBertQuestionAnswering(EfficientBertStudent):
+    """The EfficientBERT student with the SQuAD span head of the official `AutoBert`: one
+    Linear(hidden, 2) on every token's last hidden state, split into start and end logits
+    (no pooler). Windows, loss, n-best decoding and the v2.0 null score come from
+    `refbench.baselines.qa`, exactly as for `bert`."""
+
+    def __init__(self, cfg: EfficientBertConfig, vocab_size: int, pad_token_id: int = 0,
+                 tokenizer: Any = None, spec: "BenchmarkSpec | None" = None) -> None:
+        super().__init__(cfg, vocab_size, pad_token_id, tokenizer)
+        self.spec = spec
+        self.qa_outputs = nn.Linear(cfg.hidden_size, 2)
+        self._finish_init()
+
+    @classmethod
+    def corpus(cls, rows: "hf_datasets.Dataset", spec: "BenchmarkSpec") -> Iterator[str]:
+        return _texts(rows, ("question", "context"))
+
+    @classmethod
+    def from_tokenizer(cls, cfg: EfficientBertConfig, tokenizer: Any,
+                       spec: "BenchmarkSpec") -> "EfficientBertQuestionAnswering":
+        return cls(cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer, spec)
+
+    @property
+    def qa_config(self) -> QAConfig:
+        qa = self.cfg.qa
+        return QAConfig(max_length=self.cfg.max_length, doc_stride=qa.doc_stride,
+                        max_query_length=qa.max_query_length, n_best=qa.n_best,
+                        max_answer_length=qa.max_answer_length, null_threshold=qa.null_threshold)
+
+    # -- data -------------------------------------------------------------------------------
+    def encode(self, rows: "hf_datasets.Dataset") -> list[dict[str, Any]]:
+        features = encode_squad(self.tokenizer, rows, self.qa_config)
+        for index, feature in enumerate(features):
+            feature["feature_index"] = index
+        return features
+
+    def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
+        return self._pad_inputs(collate_qa(features, self.pad_token_id))
+
+    # -- steps ------------------------------------------------------------------------------
+    def forward(self, batch: Mapping[str, Tensor], output_attentions: bool = False) -> SpanOutput:
+        enc = self.encoder(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+                           output_attentions)
+        start, end = self.qa_outputs(enc.last_hidden_state).unbind(dim=-1)
+        return SpanOutput(start, end, enc)
+
+    def training_step(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        if self._teacher is not None:
+            out = self.forward(batch, output_attentions=True)
+            return self._distill(batch, out.logits, out.encoder, span=True)
+        out = self.forward(batch)
+        return {"loss": span_loss(out.start_logits, out.end_logits, batch)}
+
+    @torch.no_grad()
+    def predict(self, batch: Mapping[str, Tensor]) -> list[Prediction]:
+        out = self.forward(batch)
+        mask = batch["attention_mask"].bool()
+        preds = []
+        for i, index in enumerate(batch["feature_index"].tolist()):
+            length = int(mask[i].sum())
+            preds.append(Prediction(index, (out.start_logits[i, :length].float().tolist(),
+                                            out.end_logits[i, :length].float().tolist())))
+        return preds
+
+    def finalize(self, rows: "hf_datasets.Dataset", features: Sequence[Mapping[str, Any]],
+                 predictions: Sequence[Prediction]) -> dict[Any, Any]:
+        logits = {p.id: p.value for p in predictions}
+        assert self.spec is not None
+        version2 = self.spec.metric.kwargs().get("version") == "2.0"
+        return postprocess(rows, features, logits, self.qa_config, version2)
+
+
+@BASELINES.register("efficientbert", family="EfficientBERT (Dong et al., 2021)",
+                    tasks="glue, squad")
+class EfficientBert(Baseline):
+    """The registered EfficientBERT baseline: the GLUE head or the SQuAD span head, by
+    benchmark (`model.distill.teacher_run` turns on distillation from a `bert` run)."""
+
+    Config = EfficientBertConfig
+
+    @staticmethod
+    def head_for(spec: "BenchmarkSpec") -> type[EfficientBertStudent]:
+        return EfficientBertQuestionAnswering if is_squad(spec) else EfficientBertClassifier
+
+    @classmethod
+    def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+               train_rows: "hf_datasets.Dataset", run_dir: Path,
+               init_from: str | None = None) -> Baseline:
+        return cls.head_for(spec).create(model_cfg, spec, train_rows, run_dir, init_from)
+
+    @classmethod
+    def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+                run_dir: Path) -> Baseline:
+        return cls.head_for(spec).restore(model_cfg, spec, run_dir)

@@ -1,11 +1,13 @@
 """Extractive question answering around any encoder: SQuAD-style windows in, answer text out.
 
-Pre-processing follows the original BERT SQuAD recipe: the question is cut to
-`max_query_length` tokens, the context is split into windows of `max_length` tokens that
-overlap by `doc_stride`, and a training window whose answer is not fully inside it points
-at [CLS] (index 0), as do unanswerable (SQuAD v2.0) questions. Post-processing takes the
-`n_best` start and end logits of every window, keeps spans inside the context that are
-at most `max_answer_length` tokens long, scores a span by start + end logit, and for v2.0
+Pre-processing follows the original BERT `run_squad`: the question is cut to
+`max_query_length` tokens, the context tokens are split into windows that fill
+`max_length` and whose starts are `doc_stride` tokens apart, and a training window whose
+answer is not fully inside it points at [CLS] (index 0), as do unanswerable (SQuAD v2.0)
+questions. Post-processing takes the `n_best` start and end logits of every window, keeps
+spans inside the context, at most `max_answer_length` tokens long and starting at a token
+for which this window gives the most context (BERT's `_check_is_max_context`), scores a
+span by start + end logit, and for v2.0
 answers "" when the best null score ([CLS] start + end, minimum over windows) beats the
 best span by more than `null_threshold`. The answer text is cut from the original context
 by character offsets, so it keeps the context's own spelling and spacing.
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
+
+from refbench.errors import RefbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets as hf_datasets
@@ -35,45 +39,76 @@ class QAConfig:
     null_threshold: float = 0.0
 
 
-def _cut_question(tokenizer: Any, questions: list[str], max_query_length: int) -> list[str]:
-    """Questions longer than `max_query_length` tokens are cut at that token's end offset."""
-    enc = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-    out = []
-    for text, offsets in zip(questions, enc["offset_mapping"]):
-        out.append(text if len(offsets) <= max_query_length
-                   else text[:offsets[max_query_length - 1][1]])
-    return out
+def doc_spans(n_tokens: int, max_tokens: int, doc_stride: int) -> list[tuple[int, int]]:
+    """(start, length) of each window over `n_tokens` context tokens: windows of at most
+    `max_tokens` whose starts are `doc_stride` apart (BERT's `run_squad` stride semantics:
+    the step between window starts, not the overlap)."""
+    spans, start = [], 0
+    while start < n_tokens:
+        length = min(n_tokens - start, max_tokens)
+        spans.append((start, length))
+        if start + length == n_tokens:
+            break
+        start += min(length, doc_stride)
+    return spans or [(0, 0)]
+
+
+def max_context_flags(spans: list[tuple[int, int]], index: int) -> list[bool]:
+    """For each token of span `index`: is this the span where the token has the most
+    context (min of left and right context, plus 0.01 x span length; BERT's rule)?"""
+    start, length = spans[index]
+    flags = []
+    for position in range(start, start + length):
+        best, best_index = -1.0, -1
+        for other, (s, n) in enumerate(spans):
+            if s <= position < s + n:
+                score = min(position - s, s + n - 1 - position) + 0.01 * n
+                if score > best:
+                    best, best_index = score, other
+        flags.append(best_index == index)
+    return flags
 
 
 def encode_squad(tokenizer: Any, rows: "hf_datasets.Dataset", cfg: QAConfig) -> list[dict[str, Any]]:
-    """Rows (id, question, context, answers, is_impossible) -> window features."""
-    questions = _cut_question(tokenizer, [q.lstrip() for q in rows["question"]],
-                              cfg.max_query_length)
+    """Rows (id, question, context, answers, is_impossible) -> window features
+    `[CLS] question [SEP] context-window [SEP]`."""
+    questions = [q.lstrip() for q in rows["question"]]
     contexts = list(rows["context"])
-    enc = tokenizer(questions, contexts, truncation="only_second", max_length=cfg.max_length,
-                    stride=cfg.doc_stride, return_overflowing_tokens=True,
-                    return_offsets_mapping=True, padding=False)
+    q_enc = tokenizer(questions, add_special_tokens=False)
+    c_enc = tokenizer(contexts, add_special_tokens=False, return_offsets_mapping=True)
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     answers = list(rows["answers"])
     impossible = list(rows["is_impossible"])
     features = []
-    for i, example in enumerate(enc["overflow_to_sample_mapping"]):
-        offsets = enc["offset_mapping"][i]
-        sequence_ids = enc.sequence_ids(i)
-        context_offsets = [tuple(o) if s == 1 else None for o, s in zip(offsets, sequence_ids)]
-        start = end = 0
+    for example, (q_ids, c_ids, c_offsets) in enumerate(zip(q_enc["input_ids"], c_enc["input_ids"],
+                                                           c_enc["offset_mapping"])):
+        q_ids = q_ids[:cfg.max_query_length]
+        max_tokens = cfg.max_length - len(q_ids) - 3
+        if max_tokens <= 0:
+            raise RefbenchError(f"max_length {cfg.max_length} leaves no room for the context "
+                                f"after a {len(q_ids)}-token question", key="model.max_length")
         gold = answers[example]
+        tok_start = tok_end = None
         if not impossible[example] and gold["text"]:
             char_start = gold["answer_start"][0]
             char_end = char_start + len(gold["text"][0])
-            inside = [k for k, o in enumerate(context_offsets) if o is not None]
-            if inside and context_offsets[inside[0]][0] <= char_start \
-                    and context_offsets[inside[-1]][1] >= char_end:
-                start = next(k for k in inside if context_offsets[k][1] > char_start)
-                end = next(k for k in reversed(inside) if context_offsets[k][0] < char_end)
-        features.append({"input_ids": enc["input_ids"][i],
-                         "token_type_ids": enc["token_type_ids"][i],
-                         "start_position": start, "end_position": end,
-                         "example_index": example, "offsets": context_offsets})
+            covering = [k for k, (a, b) in enumerate(c_offsets) if a < char_end and b > char_start]
+            if covering:
+                tok_start, tok_end = covering[0], covering[-1]
+        spans = doc_spans(len(c_ids), max_tokens, cfg.doc_stride)
+        prefix = 2 + len(q_ids)  # [CLS] question [SEP]
+        for index, (start, length) in enumerate(spans):
+            ids = [cls_id, *q_ids, sep_id, *c_ids[start:start + length], sep_id]
+            types = [0] * prefix + [1] * (length + 1)
+            offsets: list[tuple[int, int] | None] = [None] * prefix + \
+                [tuple(o) for o in c_offsets[start:start + length]] + [None]
+            max_context = [False] * prefix + max_context_flags(spans, index) + [False]
+            s_pos = e_pos = 0
+            if tok_start is not None and tok_start >= start and tok_end < start + length:
+                s_pos, e_pos = prefix + tok_start - start, prefix + tok_end - start
+            features.append({"input_ids": ids, "token_type_ids": types, "start_position": s_pos,
+                             "end_position": e_pos, "example_index": example,
+                             "offsets": offsets, "max_context": max_context})
     return features
 
 
@@ -127,11 +162,13 @@ def postprocess(rows: "hf_datasets.Dataset", features: Sequence[Mapping[str, Any
                 continue
             starts, ends = logits[index]
             offsets = features[index]["offsets"]
+            max_context = features[index].get("max_context") or [True] * len(offsets)
             null_score = min(null_score, starts[0] + ends[0])
             for s in _top(starts, cfg.n_best):
                 for e in _top(ends, cfg.n_best):
                     if s >= len(offsets) or e >= len(offsets) or offsets[s] is None \
-                            or offsets[e] is None or e < s or e - s + 1 > cfg.max_answer_length:
+                            or offsets[e] is None or e < s or e - s + 1 > cfg.max_answer_length \
+                            or not max_context[s]:
                         continue
                     score = starts[s] + ends[e]
                     if score > best_score:
