@@ -347,6 +347,61 @@ def demo(workdir: Path = typer.Option(Path(".refbench-cache/demo"), "--workdir",
     run_demo(workdir, tasks, fresh=fresh)
 
 
+# -- architecture search ------------------------------------------------------------------------
+@app.command()
+def search(baseline: str = typer.Argument(..., help="What to search: efficientbert."),
+           benchmark: str = typer.Option(..., "--benchmark", "-b", help="A GLUE benchmark, e.g. glue-sst2."),
+           teacher: Path = typer.Option(..., "--teacher", help="Run folder of a `refbench train bert` "
+                                                               "teacher of the same task."),
+           out: Path = typer.Option(..., "--out", help="Folder for search.json, ranking.jsonl and the recipe."),
+           recipe: str = typer.Option("efficientbert_tiny_glue", "--recipe", "-r",
+                                      help="Student recipe: its model sizes, and its ffn_expressions "
+                                           "set the default parameter budget."),
+           set_: list[str] = typer.Option([], "--set", help="Override model.* or search.* "
+                                                            "(e.g. search.proxy_steps=5; repeatable)."),
+           candidates: Optional[int] = typer.Option(None, "--candidates", help="Candidates scored per stage."),
+           warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps",
+                                                      help="Warm-up distillation steps per stage."),
+           seed: Optional[int] = typer.Option(None, "--seed", help="Default: the recipe's trainer.seed."),
+           cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Prepared dataset cache."),
+           as_json: bool = JSON_OPT) -> None:
+    """Search EfficientBERT's per-layer FFNs coarse to fine (official ffn_search.sh).
+
+    Three stages, each handing its best architecture to the next:
+    joint: expression and linear type (1-4 stacked FFNs x width 1, 1/2, 1/3, 1/4);
+    expression: the expressions, with the linear types fixed;
+    linear: the linear types, with the expressions fixed.
+    joint and linear keep the student within the parameter budget.
+
+    Per stage: warm-up distillation of the weight-sharing supernet from the
+    teacher, then each candidate is distilled briefly (linear: one-shot) and
+    scored by the task metric on a held-out part of the training split.
+
+    Writes search.json, ranking.jsonl and efficientbert_searched_glue.yaml, a
+    recipe for `refbench train efficientbert --recipe`.
+    Tune with --set search.KEY=VALUE: stages, candidates, warmup_steps,
+    proxy_steps, proxy (metric|loss), min_params, max_params,
+    sampler (lanas|random), init_samples, val_ratio, lr, batch_size, threads.
+    """
+    from refbench.baselines.efficientbert_search import search as run_search
+
+    if baseline != "efficientbert":
+        raise RefbenchError(f"no architecture search for {baseline!r}; available: efficientbert")
+    overrides = list(set_)
+    for key, value in (("candidates", candidates), ("warmup_steps", warmup_steps), ("seed", seed)):
+        if value is not None:
+            overrides.append(f"search.{key}={value}")
+    say = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
+    result = run_search(benchmark, teacher, out, recipe, overrides, cache_dir=cache_dir,
+                        progress=say)
+    if as_json:
+        _emit({"out": str(result.out), **result.summary})
+    else:
+        chosen = result.summary["chosen"]
+        typer.echo(f"searched: {', '.join(chosen['ffn_expressions'])}  params: {chosen['params']}")
+        typer.echo(f"wrote {result.out / 'search.json'}, ranking.jsonl, {result.summary['recipe_file']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print one line and exit 2."""
     import click

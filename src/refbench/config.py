@@ -220,6 +220,8 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
         base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
         if not base_path.suffix:
             base_path = base_path.with_suffix(".yaml")
+        if not base_path.exists() and not Path(base).is_absolute():
+            base_path = recipe_path(base)  # a shipped recipe, named from a recipe elsewhere
         base_data = _read_yaml(base_path)
         if "base" in base_data:
             raise RefbenchError("a recipe's base may not have a base of its own (one level only)",
