@@ -29,6 +29,24 @@ class Prediction:
     value: Any
 
 
+def pad_token_batch(features: Sequence[Mapping[str, Any]], pad_id: int,
+                    width: int | None = None) -> dict[str, torch.Tensor]:
+    """`input_ids` / `token_type_ids` of variable length -> padded tensors plus the
+    attention mask; `width` pads to a fixed length (default: the longest row)."""
+    width = width or max(len(f["input_ids"]) for f in features)
+    n = len(features)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((n, width), dtype=torch.long)
+    attention_mask = torch.zeros((n, width), dtype=torch.long)
+    for i, f in enumerate(features):
+        length = len(f["input_ids"])
+        input_ids[i, :length] = torch.tensor(f["input_ids"])
+        token_type_ids[i, :length] = torch.tensor(f["token_type_ids"])
+        attention_mask[i, :length] = 1
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids,
+            "attention_mask": attention_mask}
+
+
 class Baseline(nn.Module):
     """Base class of every registered baseline.
 
@@ -75,3 +93,23 @@ class Baseline(nn.Module):
         The default is one feature per row; a model whose rows span several features
         (SQuAD windows) merges them here."""
         return {p.id: p.value for p in predictions}
+
+
+class HeadDispatch(Baseline):
+    """A registered baseline whose head depends on the benchmark (GLUE classifier, SQuAD
+    span head, ...): `create`/`restore` delegate to `head_for(spec)`."""
+
+    @staticmethod
+    def head_for(spec: "BenchmarkSpec") -> type[Baseline]:
+        raise NotImplementedError
+
+    @classmethod
+    def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+               train_rows: "hf_datasets.Dataset", run_dir: Path,
+               init_from: str | None = None) -> Baseline:
+        return cls.head_for(spec).create(model_cfg, spec, train_rows, run_dir, init_from)
+
+    @classmethod
+    def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+                run_dir: Path) -> Baseline:
+        return cls.head_for(spec).restore(model_cfg, spec, run_dir)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import torch
 
-from refbench.baselines.base import Baseline, Prediction
+from refbench.baselines.base import Baseline, HeadDispatch, Prediction, pad_token_batch
 from refbench.baselines.qa import QAConfig, collate_qa, encode_squad, postprocess, span_loss
 from refbench.config import from_dict
 from refbench.errors import RefbenchError
@@ -246,20 +246,8 @@ class BertClassifier(_BertHead):
                  "label": labels[i], "idx": ids[i]} for i in range(len(rows))]
 
     def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        pad = self.tokenizer.pad_token_id
-        n = len(features)
-        input_ids = torch.full((n, width), pad, dtype=torch.long)
-        token_type_ids = torch.zeros((n, width), dtype=torch.long)
-        attention_mask = torch.zeros((n, width), dtype=torch.long)
-        for i, f in enumerate(features):
-            length = len(f["input_ids"])
-            input_ids[i, :length] = torch.tensor(f["input_ids"])
-            token_type_ids[i, :length] = torch.tensor(f["token_type_ids"])
-            attention_mask[i, :length] = 1
         dtype = torch.float32 if self.task.is_regression else torch.long
-        return {"input_ids": input_ids, "token_type_ids": token_type_ids,
-                "attention_mask": attention_mask,
+        return {**pad_token_batch(features, self.tokenizer.pad_token_id),
                 "labels": torch.tensor([f["label"] for f in features], dtype=dtype),
                 "idx": torch.tensor([f["idx"] for f in features], dtype=torch.long)}
 
@@ -339,7 +327,7 @@ class BertQuestionAnswering(_BertHead):
 
 
 @BASELINES.register("bert", family="BERT (Devlin et al., 2019)", tasks="glue, squad")
-class Bert(Baseline):
+class Bert(HeadDispatch):
     """The registered BERT baseline: the GLUE head or the SQuAD span head, by benchmark."""
 
     Config = BertConfig
@@ -347,13 +335,3 @@ class Bert(Baseline):
     @staticmethod
     def head_for(spec: "BenchmarkSpec") -> type[_BertHead]:
         return BertQuestionAnswering if is_squad(spec) else BertClassifier
-
-    @classmethod
-    def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
-               train_rows: "hf_datasets.Dataset", run_dir: Path,
-               init_from: str | None = None) -> Baseline:
-        return cls.head_for(spec).create(model_cfg, spec, train_rows, run_dir, init_from)
-
-    @classmethod
-    def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec", run_dir: Path) -> Baseline:
-        return cls.head_for(spec).restore(model_cfg, spec, run_dir)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from refbench.baselines.base import Baseline, Prediction
+from refbench.baselines.base import Baseline, HeadDispatch, Prediction, pad_token_batch
 from refbench.baselines.bert import _task_of, _texts, is_squad, train_wordpiece
 from refbench.baselines.distill import (BertTeacher, DistillConfig, EncoderOutputs,
                                         TeacherHandle, check_teacher, check_tokenization,
@@ -419,18 +419,8 @@ class EfficientBertClassifier(EfficientBertStudent):
 
     def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
         """Pad to `max_length` like the official data pipeline (see `_pad_inputs`)."""
-        n, width = len(features), self.cfg.max_length
-        input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        token_type_ids = torch.zeros((n, width), dtype=torch.long)
-        attention_mask = torch.zeros((n, width), dtype=torch.long)
-        for i, f in enumerate(features):
-            length = len(f["input_ids"])
-            input_ids[i, :length] = torch.tensor(f["input_ids"])
-            token_type_ids[i, :length] = torch.tensor(f["token_type_ids"])
-            attention_mask[i, :length] = 1
         dtype = torch.float32 if self.regression else torch.long
-        return {"input_ids": input_ids, "token_type_ids": token_type_ids,
-                "attention_mask": attention_mask,
+        return {**pad_token_batch(features, self.pad_token_id, self.cfg.max_length),
                 "labels": torch.tensor([f["label"] for f in features], dtype=dtype),
                 "idx": torch.tensor([f["idx"] for f in features], dtype=torch.long)}
 
@@ -543,7 +533,7 @@ class EfficientBertQuestionAnswering(EfficientBertStudent):
 
 @BASELINES.register("efficientbert", family="EfficientBERT (Dong et al., 2021)",
                     tasks="glue, squad")
-class EfficientBert(Baseline):
+class EfficientBert(HeadDispatch):
     """The registered EfficientBERT baseline: the GLUE head or the SQuAD span head, by
     benchmark (`model.distill.teacher_run` turns on distillation from a `bert` run)."""
 
@@ -552,14 +542,3 @@ class EfficientBert(Baseline):
     @staticmethod
     def head_for(spec: "BenchmarkSpec") -> type[EfficientBertStudent]:
         return EfficientBertQuestionAnswering if is_squad(spec) else EfficientBertClassifier
-
-    @classmethod
-    def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
-               train_rows: "hf_datasets.Dataset", run_dir: Path,
-               init_from: str | None = None) -> Baseline:
-        return cls.head_for(spec).create(model_cfg, spec, train_rows, run_dir, init_from)
-
-    @classmethod
-    def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
-                run_dir: Path) -> Baseline:
-        return cls.head_for(spec).restore(model_cfg, spec, run_dir)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
+from refbench.baselines.base import pad_token_batch
 from refbench.errors import RefbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,18 +114,7 @@ def encode_squad(tokenizer: Any, rows: "hf_datasets.Dataset", cfg: QAConfig) -> 
 
 
 def collate_qa(features: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(f["input_ids"]) for f in features)
-    n = len(features)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros((n, width), dtype=torch.long)
-    attention_mask = torch.zeros((n, width), dtype=torch.long)
-    for i, f in enumerate(features):
-        length = len(f["input_ids"])
-        input_ids[i, :length] = torch.tensor(f["input_ids"])
-        token_type_ids[i, :length] = torch.tensor(f["token_type_ids"])
-        attention_mask[i, :length] = 1
-    return {"input_ids": input_ids, "token_type_ids": token_type_ids,
-            "attention_mask": attention_mask,
+    return {**pad_token_batch(features, pad_id),
             "start_positions": torch.tensor([f["start_position"] for f in features]),
             "end_positions": torch.tensor([f["end_position"] for f in features]),
             "feature_index": torch.tensor([f.get("feature_index", -1) for f in features])}
