@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -45,13 +44,7 @@ def _student(teacher_run: Path | None, **change: object) -> dict:
     return cfg
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on a busy 2-core box run far faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

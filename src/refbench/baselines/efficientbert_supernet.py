@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from refbench.baselines.base import pad_token_batch
 from refbench.baselines.distill import EncoderOutputs
 from refbench.baselines.efficientbert import (MASK_VALUE, EfficientBertConfig, FitDense,
                                               MobileBertEmbedding, SelfAttention, init_weights)
@@ -223,16 +224,6 @@ def collate(features: Sequence[Mapping[str, Any]], pad_token_id: int, max_length
             regression: bool) -> dict[str, Tensor]:
     """Pad to `max_length` as `EfficientBertClassifier.collate` does (the trigram embedding
     makes predictions depend on the padding width)."""
-    n = len(features)
-    input_ids = torch.full((n, max_length), pad_token_id, dtype=torch.long)
-    token_type_ids = torch.zeros((n, max_length), dtype=torch.long)
-    attention_mask = torch.zeros((n, max_length), dtype=torch.long)
-    for i, f in enumerate(features):
-        length = len(f["input_ids"])
-        input_ids[i, :length] = torch.tensor(f["input_ids"])
-        token_type_ids[i, :length] = torch.tensor(f["token_type_ids"])
-        attention_mask[i, :length] = 1
     dtype = torch.float32 if regression else torch.long
-    return {"input_ids": input_ids, "token_type_ids": token_type_ids,
-            "attention_mask": attention_mask,
+    return {**pad_token_batch(features, pad_token_id, max_length),
             "labels": torch.tensor([f["label"] for f in features], dtype=dtype)}
