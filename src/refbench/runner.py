@@ -120,7 +120,7 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
     started = time.time()
     spec = get_spec(config.benchmark)
     baseline_cls = BASELINES.get(config.baseline)
-    from_dict(baseline_cls.Config, dict(config.model), prefix="model")  # type-check early
+    baseline_cls.validate_config(config.model, spec)  # before anything is written
     run_dir = run_dir_of(config)
     ckpts = run_dir / "checkpoints"
     if not resume and ckpts.exists() and any(ckpts.iterdir()):

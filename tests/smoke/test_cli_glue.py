@@ -108,6 +108,9 @@ def test_resume_refuses_to_overwrite_and_continues(sst2_run: Path, glue_env: dic
      "missing.tsv: prediction file not found"),
     (["evaluate", "nope", "--predictions", "x.tsv"], "unknown benchmark 'nope'"),
     (["datasets", "prepare", "glue", "--root", "no-such-dir"], "no-such-dir: dataset folder not found"),
+    (["train", "efficientbert", "--benchmark", "glue-sst2", "--recipe", "efficientbert_tiny_glue",
+      "--set", 'model.ffn_expressions=["tanh(linear1_1(gelu(linear2_1(x,wb1)),wb2))", "x"]'],
+     "[model.ffn_expressions[0]]: invalid FFN expression"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
     proc = cli_subprocess(args, tmp_path)

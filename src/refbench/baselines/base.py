@@ -59,6 +59,13 @@ class Baseline(nn.Module):
     Config: ClassVar[type]
 
     @classmethod
+    def validate_config(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec") -> Any:
+        """Check `model:` before anything is written (types, and a family's own rules)."""
+        from refbench.config import from_dict
+
+        return from_dict(cls.Config, dict(model_cfg), prefix="model")
+
+    @classmethod
     def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
                train_rows: "hf_datasets.Dataset", run_dir: Path,
                init_from: str | None = None) -> "Baseline":
@@ -113,3 +120,7 @@ class HeadDispatch(Baseline):
     def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
                 run_dir: Path) -> Baseline:
         return cls.head_for(spec).restore(model_cfg, spec, run_dir)
+
+    @classmethod
+    def validate_config(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec") -> Any:
+        return cls.head_for(spec).validate_config(model_cfg, spec)

@@ -272,6 +272,13 @@ class EfficientBertStudent(Baseline):
                           if cfg.teacher_hidden_size else None)
         self._teacher: TeacherHandle | None = None
 
+    @classmethod
+    def validate_config(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec") -> EfficientBertConfig:
+        """Types, then the expressions and sizes (search-space rules), before any write."""
+        cfg = from_dict(EfficientBertConfig, dict(model_cfg), prefix="model")
+        check_config(cfg)
+        return cfg
+
     def _finish_init(self) -> None:
         """Initialise every weight (after the head is added) and freeze fit-dense."""
         init_weights(self)
