@@ -7,16 +7,22 @@ INDEX: dict[str, dict[str, str]] = {
     },
     'dataset': {
         'glue': 'refbench.datasets.glue:GlueBuilder',
+        'kitti': 'refbench.datasets.kitti:KittiBuilder',
         'squad': 'refbench.datasets.squad:SquadBuilder',
+        'waymo': 'refbench.datasets.waymo:WaymoBuilder',
     },
     'format': {
         'glue_dir': 'refbench.benchmarks.glue_format:GlueDirFormat',
         'glue_tsv': 'refbench.benchmarks.glue_format:GlueTsvFormat',
+        'kitti_label_dir': 'refbench.benchmarks.kitti_format:KittiLabelDirFormat',
         'squad_json': 'refbench.benchmarks.squad_format:SquadJsonFormat',
+        'waymo_boxes': 'refbench.benchmarks.waymo_format:WaymoBoxesFormat',
     },
     'metric': {
         'glue': 'refbench.evaluation.glue:GlueMetric',
         'glue_all': 'refbench.evaluation.glue:GlueAllMetric',
+        'kitti_ap': 'refbench.evaluation.kitti:KittiAP',
         'squad': 'refbench.evaluation.squad:SquadMetric',
+        'waymo_3d': 'refbench.evaluation.waymo:Waymo3DMetric',
     },
 }
