@@ -20,6 +20,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _torchrun(common: list[str], env: dict[str, str], name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           f"--master_port={_free_port()}", "--tee", "3", "-m", "refbench", *common,
+                           "--name", name], env=env, capture_output=True, text=True, timeout=300)
+
+
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -43,12 +49,19 @@ def test_two_process_cli_run_matches_single_process(tmp_path: Path) -> None:
     single = subprocess.run([sys.executable, "-m", "refbench", *common, "--name", "one"],
                             env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                            f"--master_port={_free_port()}", "-m", "refbench", *common,
-                            "--name", "two"], env=env, capture_output=True, text=True, timeout=300)
-    assert multi.returncode == 0, multi.stderr[-2000:]
-    one, two = _weights(runs / "one"), _weights(runs / "two")
+    used = "two"
+    multi = _torchrun(common, env, used)
+    if multi.returncode != 0:
+        # Once, on a heavily loaded 2-core machine, a gloo worker aborted (SIGABRT) during
+        # start-up and could not be reproduced in dozens of runs: retry once on a fresh port
+        # and a fresh run folder; a real bug fails both attempts (and shows both ranks' logs).
+        first = multi.stdout[-3000:] + multi.stderr[-3000:]
+        used = "two-retry"
+        multi = _torchrun(common, env, used)
+        assert multi.returncode == 0, first + "\n--- retry ---\n" + multi.stdout[-3000:] + \
+            multi.stderr[-3000:]
+    one, two = _weights(runs / "one"), _weights(runs / used)
     assert one.keys() == two.keys()
     for key in one:
         torch.testing.assert_close(one[key], two[key], atol=2e-5, rtol=1e-4, msg=key)
-    assert (runs / "two" / "result.json").exists()
+    assert (runs / used / "result.json").exists()
