@@ -21,12 +21,12 @@ Waymo venv's Python, then prints both side by side with the absolute difference 
 and the maximum per metric family. Without that Python it prints how to create it and
 exits 2. Typical use:
 
-    python3 -m venv /tmp/waymo-venv
-    /tmp/waymo-venv/bin/pip install waymo-open-dataset-tf-2-12-0==1.6.7
-    .venv/bin/python perf/waymo_crosscheck.py --waymo-python /tmp/waymo-venv/bin/python
+    python3 -m venv .venv-waymo
+    .venv-waymo/bin/pip install waymo-open-dataset-tf-2-12-0==1.6.7
+    .venv/bin/python perf/waymo_crosscheck.py --waymo-python .venv-waymo/bin/python
 
 or by hand: `--stage refbench --workdir D`, then
-`/tmp/waymo-venv/bin/python perf/waymo_crosscheck.py --stage official --workdir D`, then
+`.venv-waymo/bin/python perf/waymo_crosscheck.py --stage official --workdir D`, then
 `--stage compare --workdir D`. The official half imports nothing from refbench.
 """
 
@@ -48,11 +48,11 @@ TYPE_NAMES = {1: "VEHICLE", 2: "PEDESTRIAN", 3: "SIGN", 4: "CYCLIST"}
 #: type -> mean (length, width, height) in metres
 SIZES = {1: (4.6, 2.0, 1.7), 2: (0.9, 0.8, 1.8), 3: (0.4, 0.7, 0.9), 4: (1.8, 0.8, 1.7)}
 RANGE_NAMES = ("0_30", "30_50", "50_INF")
-DEFAULT_WAYMO_PYTHON = "/tmp/waymo-venv/bin/python"
+DEFAULT_WAYMO_PYTHON = ".venv-waymo/bin/python"
 INSTALL_HINT = ("the official metric needs its own venv (it pins tensorflow 2.13 and numpy "
-                "1.23.5):\n  python3 -m venv /tmp/waymo-venv\n  /tmp/waymo-venv/bin/pip install "
+                "1.23.5):\n  python3 -m venv .venv-waymo\n  .venv-waymo/bin/pip install "
                 "waymo-open-dataset-tf-2-12-0==1.6.7\nthen pass --waymo-python "
-                "/tmp/waymo-venv/bin/python")
+                ".venv-waymo/bin/python")
 
 
 # -- scene generation (refbench venv, but plain numpy) -------------------------------------
