@@ -89,8 +89,23 @@ def _send(conn: Any, message: tuple[str, Any]) -> None:
         pass
 
 
+def _address_space_bytes() -> int:
+    """The process's current virtual size (Linux `/proc/self/statm`; 0 where unknown)."""
+    import os
+
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _child(conn: Any, job: dict[str, Any], memory_bytes: int, cpu_s: int) -> None:
-    """Entry point of the scoring process: import first, then cap memory and CPU time."""
+    """Entry point of the scoring process: import first, then cap memory and CPU time.
+
+    The memory cap is `memory_bytes` of headroom above what the process already maps after
+    its imports (a forked child inherits its parent's address space, which can be larger
+    than any fixed cap), so the limit bounds what scoring the file may allocate."""
     import resource
 
     try:
@@ -100,7 +115,8 @@ def _child(conn: Any, job: dict[str, Any], memory_bytes: int, cpu_s: int) -> Non
         spec = resolve_spec(job["benchmark"])
         FORMATS.get(spec.submission.format)
         METRICS.entry(spec.metric.name).obj  # noqa: B018 - import the metric's module now
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        cap = _address_space_bytes() + memory_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
         _send(conn, ("ok", score_file(**job)))
     except Rejected as exc:
