@@ -7,6 +7,7 @@ so old result files keep loading.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -87,8 +88,10 @@ def hardware_string() -> str:
     return text
 
 
+@functools.lru_cache(maxsize=8)
 def git_commit(start: Path | None = None) -> str | None:
-    """The refbench checkout's commit, or None outside a git checkout."""
+    """The refbench checkout's commit, or None outside a git checkout (asked once per
+    process: a run scores its predictions at every evaluation)."""
     folder = start or Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,

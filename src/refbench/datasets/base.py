@@ -90,9 +90,19 @@ class DatasetBuilder(ABC):
     def layout(self) -> str:
         """A human description of the expected files, shown by `refbench datasets check`."""
 
-    @abstractmethod
     def check(self, root: Path, configs: list[str] | None = None) -> CheckReport:
         """Report missing files and the first malformed line of each file; write nothing."""
+        root = Path(root)
+        report = CheckReport(root=str(root))
+        if not root.is_dir():
+            report.problems.append(Problem(str(root), "dataset folder not found"))
+            return report
+        self.check_files(root, self.resolve_configs(configs), report)
+        return report
+
+    @abstractmethod
+    def check_files(self, root: Path, configs: list[str], report: CheckReport) -> None:
+        """Add to `report` what the existing `root` holds and every problem found in it."""
 
     @abstractmethod
     def generate(self, root: Path, config: str) -> dict[str, "hf_datasets.Dataset"]:

@@ -447,13 +447,8 @@ class GlueBuilder(DatasetBuilder):
                      "and dev_ids.tsv; train/dev/test are then derived as the script does.")
         return "\n".join(lines)
 
-    def check(self, root: Path, configs: list[str] | None = None) -> CheckReport:
-        root = Path(root)
-        report = CheckReport(root=str(root))
-        if not root.is_dir():
-            report.problems.append(Problem(str(root), "dataset folder not found"))
-            return report
-        for config in self.resolve_configs(configs):
+    def check_files(self, root: Path, configs: list[str], report: CheckReport) -> None:
+        for config in configs:
             found, missing = locate_files(root, config)
             report.problems.extend(Problem(str(path), note) for path, note in missing)
             for key, path in found.items():
@@ -462,7 +457,6 @@ class GlueBuilder(DatasetBuilder):
                     self._scan(path, config, key)
                 except RefbenchError as exc:
                     report.problems.append(Problem(exc.path or str(path), exc.message, exc.line))
-        return report
 
     @staticmethod
     def _scan(path: Path, config: str, key: str) -> None:

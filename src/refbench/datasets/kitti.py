@@ -292,13 +292,7 @@ class KittiBuilder(DatasetBuilder):
                 "test uses testing/)\n"
                 "planes/ is optional and not read.")
 
-    def check(self, root: Path, configs: list[str] | None = None) -> CheckReport:
-        root = Path(root)
-        report = CheckReport(root=str(root))
-        if not root.is_dir():
-            report.problems.append(Problem(str(root), "dataset folder not found"))
-            return report
-        self.resolve_configs(configs)
+    def check_files(self, root: Path, configs: list[str], report: CheckReport) -> None:
         for split, part_name in SPLIT_PART.items():
             path = root / "ImageSets" / f"{split}.txt"
             if not path.is_file():
@@ -319,7 +313,6 @@ class KittiBuilder(DatasetBuilder):
             for fid in ids:
                 report.problems.extend(check_frame(root, split, fid))
             report.found.append(f"{part_name}: {len(ids)} frames of {split}")
-        return report
 
     def source_files(self, root: Path, config: str) -> list[Path]:
         root = Path(root)

@@ -317,13 +317,8 @@ class SquadBuilder(DatasetBuilder):
                 "  train-v2.0.json, dev-v2.0.json   (config v2.0)\n"
                 "The test sets are hidden by the SQuAD authors and not part of the release.")
 
-    def check(self, root: Path, configs: list[str] | None = None) -> CheckReport:
-        root = Path(root)
-        report = CheckReport(root=str(root))
-        if not root.is_dir():
-            report.problems.append(Problem(str(root), "dataset folder not found"))
-            return report
-        for config in self.resolve_configs(configs):
+    def check_files(self, root: Path, configs: list[str], report: CheckReport) -> None:
+        for config in configs:
             found, missing = locate_files(root, config)
             report.problems.extend(Problem(str(p), f"missing SQuAD {config} file {p.name}")
                                    for p in missing)
@@ -334,7 +329,6 @@ class SquadBuilder(DatasetBuilder):
                 except RefbenchError as exc:
                     message = f"[{exc.key}] {exc.message}" if exc.key else exc.message
                     report.problems.append(Problem(exc.path or str(path), message, exc.line))
-        return report
 
     def generate(self, root: Path, config: str) -> dict[str, "hf_datasets.Dataset"]:
         files = _require_files(Path(root), self.resolve_configs([config])[0])

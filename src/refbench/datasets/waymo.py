@@ -381,13 +381,7 @@ class WaymoBuilder(DatasetBuilder):
                 "required components: lidar, lidar_calibration, lidar_box (not in testing);\n"
                 "optional: lidar_pose + vehicle_pose (TOP lidar per-pixel pose), stats.")
 
-    def check(self, root: Path, configs: list[str] | None = None) -> CheckReport:
-        root = Path(root)
-        report = CheckReport(root=str(root))
-        if not root.is_dir():
-            report.problems.append(Problem(str(root), "dataset folder not found"))
-            return report
-        self.resolve_configs(configs)
+    def check_files(self, root: Path, configs: list[str], report: CheckReport) -> None:
         for split in SPLITS:
             found = segments(root, split)
             if not found:
@@ -401,7 +395,6 @@ class WaymoBuilder(DatasetBuilder):
                     str(root / split / missing[0] / f"{seg}.parquet"),
                     f"segment {seg}: missing required component(s) {', '.join(missing)} "
                     f"(present: {', '.join(present)})"))
-        return report
 
     def _require(self, root: Path) -> None:
         for problem in self.check(root).problems:
