@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import typer
 
+from refbench.cli_leaderboard import leaderboard_app
 from refbench.errors import RefbenchError
 
 app = typer.Typer(
@@ -26,8 +27,6 @@ datasets_app = typer.Typer(help="Check, prepare and synthesize datasets in their
 benchmarks_app = typer.Typer(help="Inspect benchmark specs.", no_args_is_help=True)
 baselines_app = typer.Typer(help="Inspect reference baselines and their recipes.",
                             no_args_is_help=True)
-leaderboard_app = typer.Typer(help="A local leaderboard file of scored results.",
-                              no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(benchmarks_app, name="benchmarks")
 app.add_typer(baselines_app, name="baselines")
@@ -278,73 +277,24 @@ def evaluate(benchmark: str = typer.Argument(..., help="Benchmark name, e.g. glu
                 for k, v in result.metrics.items()])
 
 
-# -- leaderboard ----------------------------------------------------------------------------
-BOARD_OPT = typer.Option(Path("leaderboard.json"), "--board", help="Leaderboard file.")
-
-
-@leaderboard_app.command("init")
-def leaderboard_init(board: Path = BOARD_OPT, title: str = typer.Option("refbench leaderboard")) -> None:
-    """Create an empty leaderboard file."""
-    from refbench.leaderboard.store import init_board
-
-    init_board(board, title)
-    typer.echo(str(board))
-
-
-@leaderboard_app.command("submit")
-def leaderboard_submit(result: Path = typer.Argument(..., help="A result.json to record."),
-                       board: Path = BOARD_OPT,
-                       submitter: str = typer.Option("local", "--submitter")) -> None:
-    """Record a scored result.json on the board."""
-    from refbench.leaderboard.store import submit_file
-
-    count = submit_file(board, result, submitter)
-    typer.echo(f"recorded; {count} entr{'y' if count == 1 else 'ies'} on {board}")
-
-
-@leaderboard_app.command("show")
-def leaderboard_show(board: Path = BOARD_OPT, benchmark: Optional[str] = typer.Option(None, "--benchmark"),
-                     as_json: bool = JSON_OPT) -> None:
-    """Ranked entries per benchmark."""
-    import dataclasses
-
-    from refbench.leaderboard.store import rows
-
-    found = rows(board, benchmark)
-    if as_json:
-        _emit([dataclasses.asdict(r) for r in found])
-    else:
-        _table(str(board), ["benchmark", "rank", "submitter", "model", "primary", "value"],
-               [[r.benchmark, r.rank, r.submitter, r.model, r.primary, f"{r.value:.2f}"] for r in found])
-
-
-@leaderboard_app.command("export")
-def leaderboard_export(board: Path = BOARD_OPT,
-                       output: Optional[Path] = typer.Option(None, "--output", help="Markdown file.")) -> None:
-    """Export the board as a Markdown table."""
-    from refbench.io import atomic_write_text
-    from refbench.leaderboard.store import export_markdown
-
-    text = export_markdown(board)
-    if output is None:
-        typer.echo(text, nl=False)
-    else:
-        atomic_write_text(output, text)
-        typer.echo(str(output))
-
-
 # -- demo -------------------------------------------------------------------------------------
 @app.command()
 def demo(workdir: Path = typer.Option(Path(".refbench-cache/demo"), "--workdir",
                                       help="Where the synthetic data, cache, runs and board go."),
          tasks: list[str] = typer.Option(["sst2", "mrpc", "cola", "mnli", "stsb", "squad"], "--task",
                                       help="GLUE tasks and/or 'squad' (SQuAD v1.1) to run (repeatable)."),
-         fresh: bool = typer.Option(True, "--fresh/--reuse", help="Start from an empty workdir.")) -> None:
+         fresh: bool = typer.Option(True, "--fresh/--reuse", help="Start from an empty workdir."),
+         serve: bool = typer.Option(False, "--serve", help="Then serve the demo leaderboard on "
+                                                          "localhost and print its URL."),
+         port: int = typer.Option(8000, "--port", help="Port for --serve.")) -> None:
     """The main job on an embedded default: synthesize GLUE, prepare, train, predict, evaluate,
-    record on a local leaderboard and print a results table."""
-    from refbench.demo import run_demo
+    record on a leaderboard (self-reported runs plus server-scored submissions) and print a
+    results table."""
+    from refbench.demo import run_demo, serve_demo
 
     run_demo(workdir, tasks, fresh=fresh)
+    if serve:
+        serve_demo(workdir, port)
 
 
 # -- architecture search ------------------------------------------------------------------------

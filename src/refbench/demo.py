@@ -4,8 +4,13 @@ For each family it synthesizes the official layout, prepares it, trains a tiny r
 through the common runner, predicts the dev split (and the hidden test split where there
 is one), scores the dev predictions from the written file against the official-format
 dev file (as `refbench evaluate --references` does), scores a trivial submission for
-comparison (majority class / mean score for GLUE, the context's first words for SQuAD),
-records everything on a local leaderboard file and prints a table and the paths it wrote.
+comparison (majority class / mean score for GLUE, the context's first words for SQuAD)
+and prints a table and the paths it wrote.
+
+Everything is recorded on a hosted-style leaderboard (`leaderboard.sqlite` in the workdir)
+whose "hidden" references are the synthetic dev files: each run's result.json as a
+self-reported row, and both prediction files as submissions that the scoring worker
+verifies, exactly as a server would. `--serve` then serves that board on localhost.
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
     from refbench.benchmarks.spec import get_spec
     from refbench.config import build_run_config
     from refbench.datasets.base import get_builder
-    from refbench.leaderboard.store import init_board, submit_result
+    from refbench.leaderboard.worker import Worker
     from refbench.runner import companions, predict, train, write_predictions
 
     unknown = [t for t in tasks if t not in DEMO_TASKS]
@@ -105,7 +110,7 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
     workdir = Path(workdir)
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
-    cache, runs, board = workdir / "cache", workdir / "runs", workdir / "leaderboard.json"
+    cache, runs, board = workdir / "cache", workdir / "runs", workdir / "leaderboard.sqlite"
     jobs = _jobs(tasks)
     roots: dict[str, Path] = {}
     for dataset in dict.fromkeys(job.dataset for job in jobs):
@@ -116,8 +121,8 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
         configs = sorted({job.config for job in jobs if job.dataset == dataset})
         _say(f"preparing {dataset}: {', '.join(configs)} -> {cache}")
         builder.prepare(root, cache, configs=configs, progress=True)
-    if not board.exists():
-        init_board(board, "refbench demo")
+    lb = open_demo_board(board, workdir)
+    teams = {name: _team(lb, name) for name in (DEMO_TEAM, TRIVIAL_TEAM)}
     table: list[dict[str, Any]] = []
     for job in jobs:
         spec = get_spec(job.benchmark)
@@ -132,7 +137,11 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
         result = evaluate_file(spec, dev_pred, references=dev_refs, model=summary.result.model,
                                seed=config.trainer.seed, read_options=companions(spec, dev_pred))
         result.write(run_dir / "result.json")
-        submit_result(board, result, "demo")
+        _register(lb, spec.key, dev_refs.relative_to(workdir))
+        lb.add_self_reported(teams[DEMO_TEAM], run_dir / "result.json")
+        lb.submit(teams[DEMO_TEAM], spec.key, dev_pred.name, dev_pred.read_bytes(),
+                  model=f"{result.model.name} ({job.recipe})" if result.model else job.recipe,
+                  params=result.model.params if result.model else None)
         test_file = None
         if spec.hidden_split is not None:
             test_file = predict(run_dir, spec.hidden_split,
@@ -140,13 +149,59 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
         trivial_file = write_predictions(spec, job.trivial(spec, str(cache)),
                                          workdir / "trivial" / spec.submission.filename)
         trivial = evaluate_file(spec, trivial_file, references=dev_refs)
+        lb.submit(teams[TRIVIAL_TEAM], spec.key, trivial_file.name, trivial_file.read_bytes(),
+                  model=job.trivial_name)
         table.append({"benchmark": spec.key, "primary": spec.primary,
                       "model": result.primary_value, "trivial": trivial.primary_value,
                       "trivial_name": job.trivial_name, "steps": summary.steps,
                       "run": str(run_dir),
                       "test_submission": None if test_file is None else str(test_file)})
+    _say("scoring the leaderboard submissions in limited worker processes")
+    Worker(lb, time_limit=120).run(until_idle=True)
+    failed = lb.submissions(status="failed")
+    if failed:
+        raise RefbenchError(f"demo submission {failed[0]['id']} was rejected: {failed[0]['error']}")
     _print_table(table, board, workdir, time.time() - started)
     return table
+
+
+DEMO_TEAM, TRIVIAL_TEAM = "refbench-demo", "trivial-baselines"
+
+
+def open_demo_board(path: Path, workdir: Path) -> Any:
+    """The demo's leaderboard database; its references folder is the workdir, so the
+    synthetic dev files play the hidden labels."""
+    from refbench.leaderboard.db import LeaderboardDB
+
+    board = LeaderboardDB(path, path.with_name(path.name + ".data"))
+    board.set_references_dir(workdir)
+    return board
+
+
+def _team(board: Any, name: str) -> int:
+    try:
+        return board.team_id(name)
+    except RefbenchError:
+        return board.add_team(name)
+
+
+def _register(board: Any, key: str, references: Path) -> None:
+    try:
+        board.benchmark(key)
+    except RefbenchError:
+        board.add_benchmark(key, str(references), seed=0)
+
+
+def serve_demo(workdir: Path, port: int = 8000) -> None:
+    """Serve the demo's leaderboard on localhost until interrupted."""
+    import uvicorn
+
+    from refbench.leaderboard.app import ServerOptions, create_app
+
+    board = open_demo_board(Path(workdir) / "leaderboard.sqlite", Path(workdir))
+    _say(f"leaderboard at http://127.0.0.1:{port}/ (Ctrl-C to stop)")
+    uvicorn.run(create_app(board, ServerOptions()), host="127.0.0.1", port=port,
+                log_level="warning")
 
 
 def _print_table(table: list[dict[str, Any]], board: Path, workdir: Path, seconds: float) -> None:
@@ -162,5 +217,5 @@ def _print_table(table: list[dict[str, Any]], board: Path, workdir: Path, second
     console = Console()
     console.print(out)
     console.print(f"runs:        {workdir / 'runs'}")
-    console.print(f"leaderboard: {board}")
+    console.print(f"leaderboard: {board} (serve it: refbench leaderboard serve --db {board})")
     console.print(f"test-set server files: {workdir / 'submission'}")

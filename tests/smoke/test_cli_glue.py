@@ -84,11 +84,22 @@ def test_predict_and_evaluate_against_official_dev_tsv(sst2_run: Path, glue_env:
                     "--cache-dir", str(glue_env["cache"])]) == 0
     assert len(test_out.read_text().splitlines()) > 1
 
-    board = glue_env["base"] / "board.json"
-    assert run_cli(["leaderboard", "init", "--board", str(board)]) == 0
-    assert run_cli(["leaderboard", "submit", str(result_path), "--board", str(board)]) == 0
-    from refbench.leaderboard.store import rows
-    assert [(r.benchmark, r.rank) for r in rows(board)] == [("glue-sst2@1", 1)]
+    # the owner's side of a leaderboard whose hidden labels are this dev file
+    db = glue_env["base"] / "board.sqlite"
+    assert run_cli(["leaderboard", "init", "--db", str(db), "--references",
+                    str(glue_env["root"])]) == 0
+    assert run_cli(["leaderboard", "benchmark", "add", "glue-sst2", "--references",
+                    "SST-2/dev.tsv", "--db", str(db)]) == 0
+    assert run_cli(["leaderboard", "team", "add", "alpha", "--db", str(db)]) == 0
+    from refbench.leaderboard.db import LeaderboardDB
+    board = LeaderboardDB(db, db.with_name(db.name + ".data"))
+    board.submit(board.team_id("alpha"), "glue-sst2", "SST-2.tsv", out.read_bytes())
+    assert run_cli(["leaderboard", "worker", "--db", str(db), "--until-idle"]) == 0
+    (row,) = board.leaderboard("glue-sst2", decimals=9)
+    assert row.verified and row.team == "alpha"
+    assert run_cli(["leaderboard", "export", "--db", str(db), "--out",
+                    str(glue_env["base"] / "site")]) == 0
+    assert "alpha" in (glue_env["base"] / "site" / "b" / "glue-sst2@1.html").read_text()
 
 
 def test_resume_refuses_to_overwrite_and_continues(sst2_run: Path, glue_env: dict[str, Path]) -> None:

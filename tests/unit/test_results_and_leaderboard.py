@@ -1,4 +1,4 @@
-"""result.json schema 1 and the local leaderboard file."""
+"""result.json schema 1."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from refbench.errors import RefbenchError
-from refbench.leaderboard.store import export_markdown, init_board, rows, submit_file
 from refbench.results import ModelInfo, Provenance, Result, load_result
 
 
@@ -47,22 +46,3 @@ def test_invalid_result_names_key(tmp_path: Path, mutate, key: str) -> None:
     path.write_text(json.dumps(doc))
     with pytest.raises(RefbenchError, match=rf"r.json \[{key}\]"):
         load_result(path)
-
-
-def test_leaderboard_ranks_by_primary(tmp_path: Path) -> None:
-    board = tmp_path / "board.json"
-    init_board(board)
-    for value, model in ((80.0, "a"), (90.0, "b"), (85.0, "c")):
-        path = tmp_path / f"{model}.json"
-        make_result(value, model).write(path)
-        submit_file(board, path, "me")
-    ranked = rows(board)
-    assert [(r.rank, r.model) for r in ranked] == [(1, "b"), (2, "c"), (3, "a")]
-    assert "| glue-sst2@1 | 1 | me | b | accuracy | 90.00 |" in export_markdown(board)
-    with pytest.raises(RefbenchError, match="already exists"):
-        init_board(board)
-
-
-def test_leaderboard_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(RefbenchError, match="leaderboard file not found"):
-        rows(tmp_path / "nope.json")

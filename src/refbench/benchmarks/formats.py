@@ -28,6 +28,9 @@ class SubmissionFormat(ABC):
     allow_missing: ClassVar[bool] = False
     #: when True, there is no single prepared split to score against: `--references` is needed
     references_required: ClassVar[bool] = False
+    #: when True, predictions are a folder (e.g. one file per task or frame); uploads to
+    #: the leaderboard are a zip of it, which the worker extracts before reading
+    is_folder: ClassVar[bool] = False
 
     @abstractmethod
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:

@@ -287,6 +287,7 @@ class GlueDirFormat(SubmissionFormat):
 
     allow_missing = False
     references_required = True
+    is_folder = True
 
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
         by_task: dict[str, dict[Any, Any]] = {}

@@ -259,6 +259,7 @@ class KittiLabelDirFormat(SubmissionFormat):
     """A folder of `<id>.txt` files: label_2 columns plus a score (see module doc)."""
 
     allow_missing = True
+    is_folder = True
 
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
         write_label_dir(Path(path), predictions)

@@ -31,7 +31,7 @@ from typing import Any
 
 from refbench.errors import RefbenchError
 from refbench.io import atomic_write_bytes
-from refbench.results import load_result
+from refbench.results import Result, load_result
 
 SCHEMA_VERSION = 1
 STATUSES = ("queued", "scoring", "scored", "failed")
@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS submissions (
   stored_path TEXT, sha256 TEXT, size INTEGER NOT NULL,
   status TEXT NOT NULL CHECK (status IN ('queued', 'scoring', 'scored', 'failed')),
   error TEXT, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
-  attempts INTEGER NOT NULL DEFAULT 0, lease_id TEXT, lease_expires REAL, worker TEXT);
+  attempts INTEGER NOT NULL DEFAULT 0, lease_id TEXT, lease_expires REAL, worker TEXT,
+  model TEXT, params INTEGER);
 CREATE INDEX IF NOT EXISTS submissions_queue ON submissions (status, id);
 CREATE INDEX IF NOT EXISTS submissions_team ON submissions (team_id, benchmark_id, created_at);
 CREATE TABLE IF NOT EXISTS scores (
@@ -118,7 +119,16 @@ class BoardRow:
     submission_id: int | None = None
     sha256: str | None = None
     model: str | None = None
+    params: int | None = None
+    self_reported_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rank": self.rank, "team": self.team, "verified": self.verified,
+                "primary": self.primary, "value": self.value, "metrics": self.metrics,
+                "submitted_at": self.submitted_at, "submission_id": self.submission_id,
+                "sha256": self.sha256, "model": self.model, "params": self.params,
+                "self_reported_id": self.self_reported_id}
 
 
 def validate_filename(name: str) -> str:
@@ -128,6 +138,25 @@ def validate_filename(name: str) -> str:
         raise RefbenchError(f"invalid file name {str(name)[:40]!r}: use letters, digits, "
                             f"'.', '_' and '-' only, no folders", key="filename")
     return name
+
+
+def validate_model(model: str | None, params: int | None) -> tuple[str | None, int | None]:
+    """The optional model label of an upload: a short printable name and a parameter count."""
+    if model is not None:
+        if not isinstance(model, str) or not 0 < len(model) <= 80 or not model.isprintable():
+            raise RefbenchError("model name must be 1 to 80 printable characters", key="model")
+    if params is not None:
+        if isinstance(params, bool) or not isinstance(params, int) or not 0 < params < 10 ** 13:
+            raise RefbenchError("params must be a positive integer", key="params")
+    return model, params
+
+
+def _model_label(model: dict[str, Any] | None) -> str | None:
+    """`name (recipe)` of a result.json's model block, the way the board shows it."""
+    if not model:
+        return None
+    recipe = model.get("recipe")
+    return f"{model['name']} ({recipe})" if recipe and recipe != model["name"] else model["name"]
 
 
 def resolve_spec(key: str) -> Any:
@@ -321,7 +350,8 @@ class LeaderboardDB:
             args.append(since)
         return int(con.execute(sql, args).fetchone()[0])
 
-    def submit(self, team_id: int, benchmark: str, filename: str, data: bytes) -> int:
+    def submit(self, team_id: int, benchmark: str, filename: str, data: bytes, *,
+               model: str | None = None, params: int | None = None) -> int:
         """Queue an uploaded prediction file; returns the submission id.
 
         The name and size are checked first; a rejected upload is recorded as a failed
@@ -332,6 +362,7 @@ class LeaderboardDB:
         now = self.clock()
         day = now - now % 86400
         problem = None
+        validate_model(model, params)
         try:
             validate_filename(filename)
             if len(data) > self.quotas.max_bytes:
@@ -360,13 +391,13 @@ class LeaderboardDB:
                                             f"reached", key="quota")
                 cur = con.execute(
                     "INSERT INTO submissions (team_id, benchmark_id, filename, stored_path, "
-                    "sha256, size, status, error, created_at, finished_at) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "sha256, size, status, error, created_at, finished_at, model, params) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (team_id, bench["id"], filename if problem is None else "rejected",
                      None if stored is None else str(stored), digest, len(data),
                      "queued" if problem is None else "failed",
                      None if problem is None else problem.message, now,
-                     None if problem is None else now))
+                     None if problem is None else now, model, params))
                 sub_id = int(cur.lastrowid)
         except BaseException:
             if stored is not None:
@@ -383,11 +414,68 @@ class LeaderboardDB:
             raise RefbenchError(f"no submission {sub_id}", key="submission")
         return dict(row)
 
-    def submissions(self, status: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM submissions", ()
-        if status is not None:
-            sql, args = sql + " WHERE status = ?", (status,)
-        return [dict(r) for r in self._conn().execute(sql + " ORDER BY id", args)]
+    def submissions(self, status: str | None = None, team_id: int | None = None,
+                    benchmark: str | None = None) -> list[dict[str, Any]]:
+        """Submission rows (oldest first) with their benchmark key and team name, filtered
+        by status, team and benchmark."""
+        sql = ("SELECT s.*, b.key AS benchmark, t.name AS team FROM submissions s JOIN "
+               "benchmarks b ON b.id = s.benchmark_id JOIN teams t ON t.id = s.team_id")
+        where: list[str] = []
+        args: list[Any] = []
+        for clause, value in (("s.status = ?", status), ("s.team_id = ?", team_id),
+                              ("s.benchmark_id = ?", None if benchmark is None
+                               else self.benchmark(benchmark)["id"])):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [dict(r) for r in self._conn().execute(sql + " ORDER BY s.id", args)]
+
+    def submission_view(self, sub_id: int) -> dict[str, Any]:
+        """A submission row with its benchmark key and team name."""
+        row = self._conn().execute(
+            "SELECT s.*, b.key AS benchmark, t.name AS team FROM submissions s JOIN benchmarks "
+            "b ON b.id = s.benchmark_id JOIN teams t ON t.id = s.team_id WHERE s.id = ?",
+            (sub_id,)).fetchone()
+        if row is None:
+            raise RefbenchError(f"no submission {sub_id}", key="submission")
+        return dict(row)
+
+    def scores(self, sub_id: int, reveal: bool = False) -> dict[str, Any] | None:
+        """A scored submission's public metrics (and private ones once its benchmark is
+        closed, or with `reveal`); None before it is scored."""
+        row = self._conn().execute("SELECT sc.*, b.closed FROM scores sc JOIN submissions s ON "
+                                   "s.id = sc.submission_id JOIN benchmarks b ON b.id = "
+                                   "s.benchmark_id WHERE sc.submission_id = ?",
+                                   (sub_id,)).fetchone()
+        if row is None:
+            return None
+        out = {"public": json.loads(row["public_json"]), "primary": row["primary_key"],
+               "directions": json.loads(row["directions_json"]),
+               "counts": json.loads(row["counts_json"]), "scored_at": row["scored_at"]}
+        if row["closed"] or reveal:
+            out["private"] = json.loads(row["private_json"])
+        return out
+
+    def benchmarks(self) -> list[dict[str, Any]]:
+        """Every benchmark on the board with its submission counts (the references' place
+        is not included: callers show these rows publicly)."""
+        rows = self._conn().execute(
+            "SELECT b.id, b.name, b.version, b.key, b.closed, b.created_at, "
+            "(SELECT COUNT(*) FROM submissions s WHERE s.benchmark_id = b.id AND s.status = "
+            "'scored') AS scored, (SELECT COUNT(*) FROM self_reported r WHERE r.benchmark_id "
+            "= b.id) AS self_reported FROM benchmarks b ORDER BY b.key")
+        return [dict(r) for r in rows]
+
+    def teams(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._conn().execute("SELECT * FROM teams ORDER BY name")]
+
+    def team_name(self, team_id: int) -> str:
+        row = self._conn().execute("SELECT name FROM teams WHERE id = ?", (team_id,)).fetchone()
+        if row is None:
+            raise RefbenchError(f"no team {team_id}", key="team")
+        return str(row[0])
 
     # -- the worker's side -------------------------------------------------------------
     def claim(self, worker: str, lease_s: float, max_attempts: int = 3) -> Claim | None:
@@ -443,15 +531,29 @@ class LeaderboardDB:
             return cur.rowcount == 1
 
     # -- self-reported results and the tables ----------------------------------------
-    def add_self_reported(self, team_id: int, result_path: str | os.PathLike[str]) -> int:
-        """Store a result.json (validated by `load_result`) as a self-reported entry."""
-        result = load_result(result_path)
+    def add_self_reported(self, team_id: int,
+                          result: "str | os.PathLike[str] | Result") -> int:
+        """Store a result.json (a path validated by `load_result`, or a parsed `Result`) as
+        a self-reported entry."""
+        if not isinstance(result, Result):
+            result = load_result(result)
         bench = self.benchmark(f"{result.benchmark}@{result.benchmark_version}")
         with self._tx() as con:
             return int(con.execute("INSERT INTO self_reported (team_id, benchmark_id, "
                                    "result_json, submitted_at) VALUES (?, ?, ?, ?)",
                                    (team_id, bench["id"], json.dumps(result.to_json()),
                                     self.clock())).lastrowid)
+
+    def self_reported(self, entry_id: int) -> dict[str, Any]:
+        """One self-reported entry: its result.json document, team and benchmark."""
+        row = self._conn().execute("SELECT r.*, t.name AS team, b.key AS benchmark FROM "
+                                   "self_reported r JOIN teams t ON t.id = r.team_id JOIN "
+                                   "benchmarks b ON b.id = r.benchmark_id WHERE r.id = ?",
+                                   (entry_id,)).fetchone()
+        if row is None:
+            raise RefbenchError(f"no self-reported result {entry_id}", key="result")
+        return {"id": row["id"], "team": row["team"], "benchmark": row["benchmark"],
+                "submitted_at": row["submitted_at"], "result": json.loads(row["result_json"])}
 
     def leaderboard(self, benchmark: str, part: str = "public", decimals: int | None = None,
                     reveal: bool = False) -> list[BoardRow]:
@@ -468,7 +570,8 @@ class LeaderboardDB:
         con = self._conn()
         rows: list[BoardRow] = []
         directions: dict[str, str] = {}
-        for r in con.execute("SELECT s.id, s.sha256, s.created_at, t.name, sc.* FROM "
+        for r in con.execute("SELECT s.id, s.sha256, s.created_at, s.model, s.params, t.name, "
+                             "sc.* FROM "
                              "submissions s JOIN scores sc ON sc.submission_id = s.id JOIN "
                              "teams t ON t.id = s.team_id WHERE s.benchmark_id = ? AND "
                              "s.status = 'scored'", (bench["id"],)):
@@ -477,7 +580,8 @@ class LeaderboardDB:
             rows.append(BoardRow(0, r["name"], True, r["primary_key"],
                                  round(metrics[r["primary_key"]], places),
                                  {k: round(v, places) for k, v in metrics.items()},
-                                 r["created_at"], r["id"], r["sha256"]))
+                                 r["created_at"], r["id"], r["sha256"], r["model"],
+                                 r["params"]))
         for r in con.execute("SELECT sr.*, t.name FROM self_reported sr JOIN teams t ON t.id = "
                              "sr.team_id WHERE sr.benchmark_id = ?", (bench["id"],)):
             doc = json.loads(r["result_json"])
@@ -485,8 +589,9 @@ class LeaderboardDB:
             rows.append(BoardRow(0, r["name"], False, doc["primary"],
                                  round(doc["metrics"][doc["primary"]], places),
                                  {k: round(v, places) for k, v in doc["metrics"].items()},
-                                 r["submitted_at"], model=(doc.get("model") or {}).get("name"),
-                                 extra={"self_reported": True, "split": doc["split"],
+                                 r["submitted_at"], model=_model_label(doc.get("model")),
+                                 params=(doc.get("model") or {}).get("params"),
+                                 self_reported_id=r["id"], extra={"self_reported": True, "split": doc["split"],
                                         "provenance": doc["provenance"]}))
         if not rows:
             return rows

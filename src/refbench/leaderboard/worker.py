@@ -12,16 +12,22 @@ can never reach an error. A worker killed mid-scoring holds an expiring lease: t
 worker re-claims the submission once it expires, and the score row is written in the
 same transaction as the status change, guarded by the lease, so it is scored exactly once.
 
+A folder format's upload (`SubmissionFormat.is_folder`) is a zip of the folder: it is
+checked and extracted by `refbench.leaderboard.archive.safe_extract` inside the limited
+child, into a temporary folder that is removed once the predictions are read.
+
 Run as `python -m refbench.leaderboard.worker --db DB --data DIR [--until-idle]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,15 +44,20 @@ class Rejected(Exception):
 
 def _scrub(text: str, secret_paths: list[Path], shown: str) -> str:
     """Replace server paths in a message by the submitted name; one line."""
-    for path in secret_paths:
-        text = text.replace(str(path), shown)
+    for path in sorted({str(p) for p in secret_paths}, key=len, reverse=True):
+        text = text.replace(path, shown)
     return " ".join(text.split())[:300]
 
 
 def score_file(benchmark: str, predictions: Path, references: Path, seed: int,
-               public_fraction: float, shown_name: str = "submission") -> dict[str, Any]:
+               public_fraction: float, shown_name: str = "submission",
+               scratch: str | None = None) -> dict[str, Any]:
     """Score one prediction file against hidden references: public and private metrics,
-    directions, primary key and counts. Raises `Rejected` with a safe one-line message."""
+    directions, primary key and counts. Raises `Rejected` with a safe one-line message.
+
+    A folder format's zip is extracted into a temporary folder made inside `scratch` (the
+    system's temporary folder when None), which the caller removes even if this process
+    is killed."""
     from refbench.benchmarks.formats import FORMATS
     from refbench.benchmarks.scoring import align, compute_metrics
     from refbench.leaderboard.split import split_pairs
@@ -61,10 +72,11 @@ def score_file(benchmark: str, predictions: Path, references: Path, seed: int,
         raise Rejected(REFERENCES_ERROR) from None
     hidden = [predictions, predictions.parent, references]
     try:
-        preds = fmt.read(predictions, spec)
+        preds = _read_predictions(fmt, spec, predictions, shown_name, hidden, scratch)
         pred_list, ref_list, counts = align(preds, refs, Path(shown_name), allow_missing=False)
     except RefbenchError as exc:
-        message = RefbenchError(exc.message, path=shown_name, line=exc.line, key=exc.key)
+        shown = exc.path if isinstance(exc, _ShownError) else shown_name
+        message = RefbenchError(exc.message, path=shown, line=exc.line, key=exc.key)
         raise Rejected(_scrub(message.format(), hidden, shown_name)) from None
     except (UnicodeError, ValueError, TypeError, OSError) as exc:
         raise Rejected(f"{shown_name}: unreadable file ({type(exc).__name__})") from None
@@ -79,6 +91,39 @@ def score_file(benchmark: str, predictions: Path, references: Path, seed: int,
                        f"({type(exc).__name__})") from None
     return {"public": public, "private": private, "directions": directions,
             "primary": spec.primary, "counts": counts}
+
+
+def _read_predictions(fmt: Any, spec: Any, predictions: Path, shown_name: str,
+                      hidden: list[Path], scratch: str | None = None) -> dict[Any, Any]:
+    """The submission's `{id: prediction}`. A folder format's upload is a zip: it is
+    extracted into a private temporary folder (appended to `hidden`, so messages never show
+    it) that is removed once read; an error inside names the file as `<upload>/<member>`."""
+    if not getattr(fmt, "is_folder", False):
+        return fmt.read(predictions, spec)
+    from refbench.leaderboard.archive import safe_extract
+
+    with tempfile.TemporaryDirectory(prefix="refbench-upload-", dir=scratch) as tmp:
+        root = Path(tmp)
+        hidden.extend([root, root.resolve()])
+        try:
+            return fmt.read(safe_extract(predictions, root, shown=shown_name), spec)
+        except RefbenchError as exc:
+            raise _inside(exc, root, shown_name) from None
+
+
+class _ShownError(RefbenchError):
+    """A reading error whose path was already made safe to show (`<upload>/<member>`)."""
+
+
+def _inside(exc: RefbenchError, root: Path, shown_name: str) -> _ShownError:
+    """`exc` with its path, when it lies in the extracted folder `root`, shown as
+    `<upload>/<member>` (the name inside the zip), else as the upload's name."""
+    path = shown_name
+    if exc.path is not None:
+        with contextlib.suppress(ValueError, OSError):
+            relative = Path(exc.path).resolve().relative_to(root.resolve()).as_posix()
+            path = shown_name if relative == "." else f"{shown_name}/{relative}"
+    return _ShownError(exc.message, path=path, line=exc.line, key=exc.key)
 
 
 def _send(conn: Any, message: tuple[str, Any]) -> None:
@@ -133,11 +178,20 @@ def score_in_child(claim: Claim, time_limit: float, memory_mb: int,
                    context: str = "spawn") -> tuple[str, Any]:
     """('ok', scores) or ('rejected', one-line error) from a child process that is killed
     when it exceeds `time_limit` seconds; the child's address space is capped."""
+    # the child extracts zip uploads below `scratch`; removing it here also cleans up
+    # after a child killed for its time limit
+    with tempfile.TemporaryDirectory(prefix="refbench-scoring-") as scratch:
+        return _run_child(claim, time_limit, memory_mb, context, scratch)
+
+
+def _run_child(claim: Claim, time_limit: float, memory_mb: int, context: str,
+               scratch: str) -> tuple[str, Any]:
     ctx = multiprocessing.get_context(context)
     receiver, sender = ctx.Pipe(duplex=False)
     job = {"benchmark": claim.benchmark, "predictions": claim.stored_path,
            "references": claim.references, "seed": claim.seed,
-           "public_fraction": claim.public_fraction, "shown_name": claim.filename}
+           "public_fraction": claim.public_fraction, "shown_name": claim.filename,
+           "scratch": scratch}
     proc = ctx.Process(target=_child, args=(sender, job, memory_mb * 1024 * 1024,
                                             int(time_limit) + 1), daemon=True)
     proc.start()
