@@ -352,22 +352,37 @@ def search(baseline: str = typer.Argument(..., help="What to search: efficientbe
         typer.echo(f"wrote {result.out / 'search.json'}, ranking.jsonl, {result.summary['recipe_file']}")
 
 
+def _click_exceptions() -> Any:
+    """The click exception classes typer raises: recent typer versions vendor their own
+    copy of click (`typer._click`), whose classes are not click's."""
+    try:
+        from typer._click import exceptions  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - typer that uses the click package
+        from click import exceptions
+    return exceptions
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors print one line and exit 2."""
     import click
 
+    vendored = _click_exceptions()
+    usage = (click.exceptions.ClickException, vendored.ClickException)
+    abort = (click.exceptions.Abort, typer.Abort)
+    leave = (click.exceptions.Exit, typer.Exit)
     try:
         app(args=argv, standalone_mode=False)
     except RefbenchError as exc:
         print(f"refbench: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click.exceptions.UsageError as exc:
+    except usage as exc:  # usage errors and bad parameters
         exc.show()
-        sys.exit(2)
-    except click.exceptions.Abort:
+        sys.exit(2 if isinstance(exc, (click.exceptions.UsageError, vendored.UsageError))
+                 else exc.exit_code)
+    except abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except click.exceptions.Exit as exc:
+    except leave as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

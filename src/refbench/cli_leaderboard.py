@@ -137,11 +137,15 @@ def serve(db: Path = DB_OPT,
 def worker_cmd(db: Path = DB_OPT,
                until_idle: bool = typer.Option(False, "--until-idle", help="Exit when the queue is empty."),
                time_limit: float = typer.Option(60.0, "--time-limit"),
-               memory_mb: int = typer.Option(2048, "--memory-mb")) -> None:
+               memory_mb: int = typer.Option(2048, "--memory-mb"),
+               lease_s: Optional[float] = typer.Option(
+                   None, "--lease-s", help="Seconds before a dead worker's job is re-queued "
+                                           "(default: time limit + 30).")) -> None:
     """Score queued submissions (beside `serve --no-worker`, or once with --until-idle)."""
     from refbench.leaderboard.worker import Worker
 
-    count = Worker(open_db(db), time_limit=time_limit, memory_mb=memory_mb).run(until_idle=until_idle)
+    count = Worker(open_db(db), time_limit=time_limit, memory_mb=memory_mb,
+                   lease_s=lease_s).run(until_idle=until_idle)
     typer.echo(f"scored {count} submission(s)")
 
 

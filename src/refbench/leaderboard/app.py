@@ -136,7 +136,8 @@ def create_app(db: LeaderboardDB, options: ServerOptions | None = None) -> FastA
 
         removed = remove_orphan_uploads(db, opts.orphan_grace_s)
         if removed:
-            log.info("removed %d orphan upload(s)", len(removed))
+            log.warning("removed %d orphan upload(s) left by an interrupted upload",
+                        len(removed))
         stop = threading.Event()
         thread = None
         if opts.run_worker:
