@@ -4,6 +4,7 @@ INDEX: dict[str, dict[str, str]] = {
     'baseline': {
         'bert': 'refbench.baselines.bert:Bert',
         'efficientbert': 'refbench.baselines.efficientbert:EfficientBert',
+        'second': 'refbench.baselines.det3d.second:Second',
     },
     'dataset': {
         'glue': 'refbench.datasets.glue:GlueBuilder',

@@ -114,7 +114,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise RefbenchError(f"expected a mapping, got {value!r}", key=key)
-        return dict(value)
+        key_tp, value_tp = get_args(tp) or (Any, Any)
+        return {coerce(k, key_tp, key): coerce(v, value_tp, f"{key}.{k}")
+                for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value

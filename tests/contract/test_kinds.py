@@ -112,5 +112,6 @@ def test_baseline_contract(name: str) -> None:
         data = load_recipe(recipe)
         model, variant, bench = recipe.split("_", 2)
         assert model == name and data.get("baseline", name) == name
-        if variant != "tiny":
-            assert f"{model}_tiny_{bench}" in recipes, f"{recipe} has no tiny sibling"
+        if not variant.startswith("tiny"):
+            siblings = {f"{model}_tiny_{bench}", f"{model}_tiny{variant}_{bench}"}
+            assert siblings & set(recipes), f"{recipe} has no tiny sibling"

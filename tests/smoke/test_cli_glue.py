@@ -11,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from refbench.cli import main
+from tests.helpers import run_cli
 
-
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def cli_subprocess(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

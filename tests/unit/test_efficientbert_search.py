@@ -25,7 +25,7 @@ from refbench.baselines.efficientbert_space import (LinearType, architecture_has
                                                     parse_valid)
 from refbench.baselines.efficientbert_supernet import (Architecture, EfficientBertSupernet,
                                                        retype, student_parameter_count)
-from refbench.cli import main
+from tests.helpers import run_cli
 
 TINY_FFNS = ["tanh(linear4_2(gelu(linear4_2(x,wb1)),wb2))",
              "linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)"]
@@ -59,13 +59,6 @@ def one_thread() -> Iterator[None]:
     finally:
         torch.set_num_threads(before)
 
-
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 # -- the supernet -----------------------------------------------------------------------------
