@@ -4,7 +4,9 @@ INDEX: dict[str, dict[str, str]] = {
     'baseline': {
         'bert': 'refbench.baselines.bert:Bert',
         'efficientbert': 'refbench.baselines.efficientbert:EfficientBert',
+        'pyramid': 'refbench.baselines.det3d.pyramid_rcnn:PyramidRCNN',
         'second': 'refbench.baselines.det3d.second:Second',
+        'votr': 'refbench.baselines.det3d.votr:VoTr',
     },
     'dataset': {
         'glue': 'refbench.datasets.glue:GlueBuilder',

@@ -188,6 +188,64 @@ def test_query_without_keys_is_finite_and_zero():
     assert torch.isfinite(out).all() and (out[1] == 0).all() and (out[0] != 0).any()
 
 
+def randomise_norms(module: torch.nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+
+
+def test_subm_module_matches_a_per_voxel_reference():
+    """Eval mode, one voxel at a time: attention over brute-force neighbours + official update."""
+    torch.manual_seed(0)
+    shape, size = (4, 10, 10), 6
+    coords = random_coords(60, shape, batch=2, seed=7)
+    vsize, pcr = (0.05, 0.05, 0.1), (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
+    feats = torch.rand(len(coords), 16)
+    mode = [{"NAME": "StridedAttention", "SIZE": size, "RANGE_SPEC": SMALL_SPEC}]
+    module = SubMAttention3d(16, 24, 32, 0.0, 4, mode, True, True, True, chunk_size=7).eval()
+    randomise_norms(module)
+    with torch.no_grad():
+        got = module(SparseVoxels(feats, coords, shape, 2, vsize, pcr)).features
+        xyz = (coords[:, [3, 2, 1]].float() + 0.5) * torch.tensor(vsize) + torch.tensor(pcr[:3])
+        lists = brute_gather(coords, shape, coords, strided_offsets(SMALL_SPEC), size, (1, 1, 1))
+        for i, row in enumerate(lists):
+            js = [j for j in row if j >= 0]
+            keys = feats[js] + module.k_pos_proj(xyz[js] - xyz[i])
+            att, _ = module.mhead_attention(feats[i][None, None], keys[:, None], keys[:, None])
+            x = module.norm1(feats[i][None] + att[0])
+            x = module.norm2(x + module.linear2(torch.relu(module.linear1(x))))
+            torch.testing.assert_close(got[i], module.output_layer(x)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_sparse_module_matches_a_per_voxel_reference():
+    """Pooled query (max over keys), relative metres to the coarse centre, no query residual."""
+    torch.manual_seed(0)
+    shape, size = (4, 10, 10), 6
+    coords = random_coords(60, shape, batch=2, seed=8)
+    vsize, pcr = (0.05, 0.05, 0.1), (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
+    feats = torch.rand(len(coords), 16)
+    mode = [{"NAME": "StridedAttention", "SIZE": size, "RANGE_SPEC": SMALL_SPEC}]
+    module = SparseAttention3d(16, 24, 32, 0.0, 4, mode, [2, 2, 2], True, True, True, chunk_size=5).eval()
+    randomise_norms(module)
+    with torch.no_grad():
+        out = module(SparseVoxels(feats, coords, shape, 2, vsize, pcr))
+        xyz = (coords[:, [3, 2, 1]].float() + 0.5) * torch.tensor(vsize) + torch.tensor(pcr[:3])
+        q_idx = out.indices.long()
+        q_xyz = (q_idx[:, [3, 2, 1]].float() + 0.5) * torch.tensor(vsize) * 2 + torch.tensor(pcr[:3])
+        lists = brute_gather(coords, shape, q_idx, strided_offsets(SMALL_SPEC, (2, 2, 2)), size, (2, 2, 2))
+        for i, row in enumerate(lists):
+            js = [j for j in row if j >= 0]
+            pooled = feats[js].max(dim=0).values
+            if len(js) < size:
+                pooled = pooled.clamp(min=0)  # empty slots hold zeros in the original
+            keys = feats[js] + module.k_pos_proj(xyz[js] - q_xyz[i])
+            att, _ = module.mhead_attention(pooled[None, None], keys[:, None], keys[:, None])
+            x = att[0]
+            x = module.norm(x + module.linear2(torch.relu(module.linear1(x))))
+            torch.testing.assert_close(out.features[i], module.output_layer(x)[0], atol=1e-5, rtol=1e-5)
+
+
 def test_sparse_module_downsamples_and_stays_finite():
     torch.manual_seed(0)
     shape = (8, 16, 16)

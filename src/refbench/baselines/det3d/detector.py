@@ -154,17 +154,19 @@ class Detector3D(Baseline):
         self.backbone_2d = BaseBEVBackbone(self.map_to_bev.num_bev_features, bev.layer_nums,
                                            bev.layer_strides, bev.num_filters,
                                            bev.upsample_strides, bev.num_upsample_filters)
+        # a refinement stage needs the first stage's boxes while training, too
+        self.two_stage = self.uses_second_stage(cfg)
         self.dense_head = AnchorHeadSingle(cfg.head, self.backbone_2d.num_bev_features,
                                            list(cfg.classes), tuple(self.grid.grid_size),
                                            list(cfg.point_cloud_range),
                                            predict_boxes_when_training=self.two_stage)
-        self.second_stage = nn.ModuleList(self.build_second_stage(cfg))
-
-    #: families with a refinement stage need the first stage's boxes while training
-    two_stage: ClassVar[bool] = False
+        self.second_stage = nn.ModuleList(self.build_second_stage(cfg) if self.two_stage else [])
 
     def build_backbone(self, cfg: Any, grid: Any) -> nn.Module:
         raise NotImplementedError
+
+    def uses_second_stage(self, cfg: Any) -> bool:
+        return False
 
     def build_second_stage(self, cfg: Any) -> list[nn.Module]:
         return []

@@ -559,3 +559,38 @@ class PyramidRoIHead(RoIHeadTemplate):
         """(B*R, 2 x C_flat): flattened cls features, then flattened reg features."""
         cls_feat, reg_feat = self.pool_features(batch_dict)
         return torch.cat([cls_feat.flatten(1), reg_feat.flatten(1)], dim=1)
+
+
+# -- the registered baseline -------------------------------------------------------------
+from refbench.baselines.det3d.pvrcnn import VSAConfig  # noqa: E402
+from refbench.baselines.det3d.second import VoxelBackBone8x  # noqa: E402
+from refbench.baselines.det3d.two_stage import TwoStageConfig, TwoStageDetector  # noqa: E402
+from refbench.registry import BASELINES  # noqa: E402
+
+
+def _pv_rcnn_sources() -> VSAConfig:
+    return VSAConfig(features_source=("bev", "x_conv1", "x_conv2", "x_conv3", "x_conv4",
+                                      "raw_points"))
+
+
+@dataclass
+class PyramidConfig(TwoStageConfig):
+    """Pyramid-PV: PV-RCNN's first stage and keypoints, the pyramid RoI head."""
+
+    pfe: VSAConfig = field(default_factory=_pv_rcnn_sources)
+    roi_head: PyramidHeadConfig = field(default_factory=kitti_pv_config)
+
+
+@BASELINES.register("pyramid", family="Pyramid R-CNN (Mao et al., 2021)", tasks="kitti, waymo")
+class PyramidRCNN(TwoStageDetector):
+    """Pyramid-PV: SECOND's sparse backbone, BEV backbone and anchor head propose boxes;
+    keypoints (VoxelSetAbstraction) carry multi-scale features; the pyramid RoI head
+    (RoI-grid pyramid, RoI-grid attention, optional density-aware radius) refines them."""
+
+    Config = PyramidConfig
+
+    def build_backbone(self, cfg: Any, grid: Any) -> nn.Module:
+        return VoxelBackBone8x(cfg.num_point_features, grid.grid_size)
+
+    def build_roi_head(self, cfg: Any, input_channels: int) -> nn.Module:
+        return PyramidRoIHead(input_channels, cfg.roi_head, num_class=1)

@@ -419,3 +419,42 @@ class VoxelTransformer(nn.Module):
         batch_dict["multi_scale_3d_strides"] = {name: 2 ** i for i, name in enumerate(scales)}
         batch_dict["num_point_features"] = self.num_point_features
         return batch_dict
+
+
+# -- the registered baseline -------------------------------------------------------------
+from dataclasses import field  # noqa: E402
+
+from refbench.baselines.det3d.pvrcnn import PVRCNNHead, PVRCNNHeadConfig  # noqa: E402
+from refbench.baselines.det3d.two_stage import TwoStageConfig, TwoStageDetector  # noqa: E402
+from refbench.registry import BASELINES  # noqa: E402
+
+
+@dataclass
+class VoTrConfig(TwoStageConfig):
+    """A VoTr recipe: the detector settings, the backbone's official `BACKBONE_3D` mapping
+    (`backbone_3d`, upper-case keys as in votr_ssd.yaml) and, for VoTr-TSD
+    (`second_stage: true`), PV-RCNN's keypoint stage and RoI-grid head."""
+
+    backbone_3d: dict[str, Any] = field(default_factory=kitti_votr_ssd_config)
+    second_stage: bool = False
+    roi_head: PVRCNNHeadConfig = field(default_factory=PVRCNNHeadConfig)
+
+
+@BASELINES.register("votr", family="VoTr (Mao et al., 2021)", tasks="kitti, waymo")
+class VoTr(TwoStageDetector):
+    """VoTr-SSD (voxel transformer backbone + BEV backbone + anchor head) and, with
+    `second_stage: true`, VoTr-TSD (the same backbone in PV-RCNN: keypoints, point head,
+    RoI-grid pooling head)."""
+
+    Config = VoTrConfig
+
+    def build_backbone(self, cfg: VoTrConfig, grid: Any) -> nn.Module:
+        return VoxelTransformer(cfg.num_point_features, grid.grid_size, cfg.backbone_3d,
+                                voxel_size=cfg.voxel_size,
+                                point_cloud_range=cfg.point_cloud_range)
+
+    def uses_second_stage(self, cfg: VoTrConfig) -> bool:
+        return cfg.second_stage
+
+    def build_roi_head(self, cfg: VoTrConfig, input_channels: int) -> nn.Module:
+        return PVRCNNHead(input_channels, cfg.roi_head, num_class=1)
