@@ -281,13 +281,15 @@ def evaluate(benchmark: str = typer.Argument(..., help="Benchmark name, e.g. glu
 @app.command()
 def demo(workdir: Path = typer.Option(Path(".refbench-cache/demo"), "--workdir",
                                       help="Where the synthetic data, cache, runs and board go."),
-         tasks: list[str] = typer.Option(["sst2", "mrpc", "cola", "mnli", "stsb", "squad"], "--task",
-                                      help="GLUE tasks and/or 'squad' (SQuAD v1.1) to run (repeatable)."),
+         tasks: list[str] = typer.Option(["sst2", "mrpc", "cola", "mnli", "stsb", "squad", "kitti"],
+                                         "--task", help="GLUE tasks, 'squad' (SQuAD v1.1) and/or "
+                                                        "'kitti' (3D Car detection) to run (repeatable)."),
          fresh: bool = typer.Option(True, "--fresh/--reuse", help="Start from an empty workdir."),
          serve: bool = typer.Option(False, "--serve", help="Then serve the demo leaderboard on "
                                                           "localhost and print its URL."),
          port: int = typer.Option(8000, "--port", help="Port for --serve.")) -> None:
-    """The main job on an embedded default: synthesize GLUE, prepare, train, predict, evaluate,
+    """The main job on an embedded default: synthesize GLUE, SQuAD and KITTI, prepare, train
+    (tiny BERT; the tiny SECOND for 300 steps), predict, evaluate,
     record on a leaderboard (self-reported runs plus server-scored submissions) and print a
     results table."""
     from refbench.demo import run_demo, serve_demo

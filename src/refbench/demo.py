@@ -27,7 +27,10 @@ from refbench.errors import RefbenchError
 GLUE_BENCHMARKS = {"cola": "glue-cola", "sst2": "glue-sst2", "mrpc": "glue-mrpc",
                    "stsb": "glue-stsb", "qqp": "glue-qqp", "mnli": "glue-mnli-m",
                    "qnli": "glue-qnli", "rte": "glue-rte", "wnli": "glue-wnli"}
-DEMO_TASKS = [*GLUE_BENCHMARKS, "squad"]
+DEMO_TASKS = [*GLUE_BENCHMARKS, "squad", "kitti"]
+#: synthetic KITTI frames (ray-cast, so fewer than text rows) and SECOND's step budget
+KITTI_FRAMES = 160
+KITTI_STEPS = 300
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Job:
     trivial: Callable[[Any, str], dict[Any, Any]]
     trivial_name: str
     overrides: list[str] = field(default_factory=list)
+    baseline: str = "bert"
 
 
 def _say(text: str) -> None:
@@ -75,11 +79,27 @@ def first_words_predictions(spec: Any, cache_dir: str, words: int = 3) -> dict[A
             for qid, context in zip(dev["id"], dev["context"])}
 
 
-def _jobs(tasks: list[str]) -> list[Job]:
+def no_detections(spec: Any, cache_dir: str) -> dict[Any, Any]:
+    """KITTI's trivial rival: every validation frame without a detection."""
+    from refbench.datasets.base import load_prepared
+
+    dev = load_prepared(spec.dataset.name, split=spec.split, config=spec.dataset.config,
+                        cache_dir=cache_dir)
+    return {fid: {} for fid in dev["id"]}
+
+
+def _jobs(tasks: list[str], kitti_steps: int = KITTI_STEPS) -> list[Job]:
     from refbench.datasets.glue import TASKS
 
     jobs = []
     for task in tasks:
+        if task == "kitti":
+            # the tiny SECOND with a bounded step budget (300 steps: ~1.5 min on 2 cores)
+            jobs.append(Job(task, "kitti-car-3d", "kitti", "default", "second_tiny_kitti",
+                            lambda root: root, no_detections, "no detections",
+                            [f"trainer.max_steps={kitti_steps}", "trainer.eval_every=0",
+                             f"trainer.save_every={kitti_steps}"], baseline="second"))
+            continue
         if task == "squad":
             jobs.append(Job(task, "squad-v1.1", "squad", "v1.1", "bert_tiny_squad",
                             lambda root: root / "dev-v1.1.json", first_words_predictions,
@@ -93,8 +113,9 @@ def _jobs(tasks: list[str]) -> list[Job]:
     return jobs
 
 
-def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
-             n: int = 800) -> list[dict[str, Any]]:
+def run_demo(workdir: Path, tasks: list[str], fresh: bool = True, n: int = 800,
+             kitti_frames: int = KITTI_FRAMES,
+             kitti_steps: int = KITTI_STEPS) -> list[dict[str, Any]]:
     from refbench.benchmarks.scoring import evaluate_file
     from refbench.benchmarks.spec import get_spec
     from refbench.config import build_run_config
@@ -111,13 +132,14 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
     cache, runs, board = workdir / "cache", workdir / "runs", workdir / "leaderboard.sqlite"
-    jobs = _jobs(tasks)
+    jobs = _jobs(tasks, kitti_steps)
     roots: dict[str, Path] = {}
     for dataset in dict.fromkeys(job.dataset for job in jobs):
         builder = get_builder(dataset)
         root = roots[dataset] = workdir / dataset
-        _say(f"synthesizing the official {dataset} layout ({n} training rows) -> {root}")
-        builder.synthesize(root, n=n, seed=0)
+        size = kitti_frames if dataset == "kitti" else n
+        _say(f"synthesizing the official {dataset} layout ({size} training rows) -> {root}")
+        builder.synthesize(root, n=size, seed=0)
         configs = sorted({job.config for job in jobs if job.dataset == dataset})
         _say(f"preparing {dataset}: {', '.join(configs)} -> {cache}")
         builder.prepare(root, cache, configs=configs, progress=True)
@@ -127,7 +149,7 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
     for job in jobs:
         spec = get_spec(job.benchmark)
         _say(f"training {job.recipe} on {job.benchmark}")
-        config = build_run_config("bert", job.benchmark, job.recipe,
+        config = build_run_config(job.baseline, job.benchmark, job.recipe,
                                   [f"output_dir={runs}", f"data.cache_dir={cache}", *job.overrides])
         summary = train(config)
         assert summary.result is not None
@@ -139,7 +161,7 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
         result.write(run_dir / "result.json")
         _register(lb, spec.key, dev_refs.relative_to(workdir))
         lb.add_self_reported(teams[DEMO_TEAM], run_dir / "result.json")
-        lb.submit(teams[DEMO_TEAM], spec.key, dev_pred.name, dev_pred.read_bytes(),
+        lb.submit(teams[DEMO_TEAM], spec.key, *_upload(dev_pred),
                   model=f"{result.model.name} ({job.recipe})" if result.model else job.recipe,
                   params=result.model.params if result.model else None)
         test_file = None
@@ -149,9 +171,9 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
         trivial_file = write_predictions(spec, job.trivial(spec, str(cache)),
                                          workdir / "trivial" / spec.submission.filename)
         trivial = evaluate_file(spec, trivial_file, references=dev_refs)
-        lb.submit(teams[TRIVIAL_TEAM], spec.key, trivial_file.name, trivial_file.read_bytes(),
+        lb.submit(teams[TRIVIAL_TEAM], spec.key, *_upload(trivial_file),
                   model=job.trivial_name)
-        table.append({"benchmark": spec.key, "primary": spec.primary,
+        table.append({"benchmark": spec.key, "primary": spec.primary, "recipe": job.recipe,
                       "model": result.primary_value, "trivial": trivial.primary_value,
                       "trivial_name": job.trivial_name, "steps": summary.steps,
                       "run": str(run_dir),
@@ -166,6 +188,15 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True,
 
 
 DEMO_TEAM, TRIVIAL_TEAM = "refbench-demo", "trivial-baselines"
+
+
+def _upload(path: Path) -> tuple[str, bytes]:
+    """(file name, bytes) of a prediction file, or of a prediction folder as a zip."""
+    if path.is_dir():
+        from refbench.leaderboard.archive import zip_folder
+
+        return f"{path.name}.zip", zip_folder(path)
+    return path.name, path.read_bytes()
 
 
 def open_demo_board(path: Path, workdir: Path) -> Any:
@@ -208,8 +239,8 @@ def _print_table(table: list[dict[str, Any]], board: Path, workdir: Path, second
     from rich.console import Console
     from rich.table import Table
 
-    out = Table(title=f"refbench demo: tiny BERT vs a trivial submission (dev, {seconds:.0f}s)")
-    for col in ("benchmark", "primary", "tiny BERT", "trivial", "steps"):
+    out = Table(title=f"refbench demo: tiny recipes vs a trivial submission (dev, {seconds:.0f}s)")
+    for col in ("benchmark", "primary", "tiny recipe", "trivial", "steps"):
         out.add_column(col)
     for row in table:
         out.add_row(row["benchmark"], row["primary"], f"{row['model']:.2f}",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from refbench.demo import run_demo
 from refbench.leaderboard.db import LeaderboardDB
 
@@ -27,3 +29,18 @@ def test_demo_beats_majority_and_records_results(tmp_path: Path) -> None:
         own = next(r for r in ranked if not r.verified)
         assert own.value == round(row["model"], 6)
     assert {s["status"] for s in board.submissions()} == {"scored"}
+
+
+def test_demo_3d_part_records_a_verified_folder_submission(tmp_path: Path) -> None:
+    """The KITTI part end to end at a token size: synthesize, train the tiny SECOND a few
+    steps, predict label_2 folders, score them, and upload the folder (zipped) to the
+    demo board, where the worker verifies it."""
+    pytest.importorskip("spconv", reason="the [3d] extra is not installed")
+    (row,) = run_demo(tmp_path / "demo", ["kitti"], kitti_frames=16, kitti_steps=3)
+    assert row["benchmark"] == "kitti-car-3d@1" and row["trivial"] == 0.0
+    assert Path(row["test_submission"]).is_dir()
+    db = tmp_path / "demo" / "leaderboard.sqlite"
+    board = LeaderboardDB(db, db.with_name(db.name + ".data"))
+    subs = board.submissions()
+    assert [s["status"] for s in subs] == ["scored", "scored"]
+    assert {s["filename"] for s in subs} == {"label_2.zip"}
