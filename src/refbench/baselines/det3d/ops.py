@@ -15,6 +15,13 @@ from torch import Tensor
 _CHUNK_ELEMS = 1 << 22  # query x point distances computed at once
 
 
+def gather_rows(table: Tensor, idx: Tensor) -> Tensor:
+    """`table[idx]` for an index tensor of any shape, through `index_select`: its backward
+    (`index_add_`) is deterministic on CPU, while advanced indexing's accumulating backward
+    sums repeated indices in a thread-dependent order (runs then differ in the last bits)."""
+    return torch.index_select(table, 0, idx.reshape(-1)).view(*idx.shape, table.shape[-1])
+
+
 def _counts(cnt: Tensor | list[int]) -> list[int]:
     return [int(c) for c in (cnt.tolist() if isinstance(cnt, Tensor) else cnt)]
 
@@ -64,7 +71,7 @@ def ball_query(radius: float | Tensor, nsample: int, xyz: Tensor,
 def grouping(features: Tensor, idx: Tensor, empty: Tensor | None = None) -> Tensor:
     """(M, C, nsample) features of the grouped rows (`idx` from `ball_query`); rows of
     empty queries are zero, as OpenPCDet's `QueryAndGroup` sets them."""
-    grouped = features[idx].permute(0, 2, 1)
+    grouped = gather_rows(features, idx).permute(0, 2, 1)
     if empty is not None:
         grouped = grouped * (~empty).to(grouped.dtype)[:, None, None]
     return grouped.contiguous()
@@ -74,7 +81,7 @@ def group_points_relative(xyz: Tensor, idx: Tensor, new_xyz: Tensor,
                           empty: Tensor | None = None) -> Tensor:
     """(M, 3, nsample) offsets of the grouped points from their query centres (zero for
     empty queries when `empty` is given)."""
-    rel = xyz[idx][..., :3] - new_xyz[:, None, :3]
+    rel = gather_rows(xyz, idx)[..., :3] - new_xyz[:, None, :3]
     if empty is not None:
         rel = rel * (~empty).to(rel.dtype)[:, None, None]
     return rel.permute(0, 2, 1).contiguous()

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from refbench.baselines.det3d.ops import gather_rows
 from refbench.baselines.det3d.voxel_query import (
     VoxelIndex,
     gather_neighbors,
@@ -252,7 +253,7 @@ class SparseAttention3d(Attention3d):
             idx, mask = key_idx[s:s + self.chunk_size], key_mask[s:s + self.chunk_size]
             safe = idx.clamp(min=0)
             valid = (~mask)[..., None].to(feats.dtype)
-            k_f = feats[safe] * valid                             # (m, K, C), empty slots 0
+            k_f = gather_rows(feats, safe) * valid                             # (m, K, C), empty slots 0
             q_xyz = q_xyz_all[s:s + self.chunk_size]
             if self.use_pooled_features:
                 query = k_f.max(dim=1).values
@@ -260,7 +261,7 @@ class SparseAttention3d(Attention3d):
                     query = query + self.q_pos_proj(q_xyz)
             else:
                 query = self.q_pos_proj(q_xyz)
-            k_xyz = key_xyz[safe] * valid
+            k_xyz = gather_rows(key_xyz, safe) * valid
             if self.use_relative_coords:
                 k_xyz = k_xyz - q_xyz[:, None, :]
             k_f = k_f + self.k_pos_proj(k_xyz)
@@ -307,10 +308,10 @@ class SubMAttention3d(Attention3d):
             safe = idx.clamp(min=0)
             valid = (~mask)[..., None].to(feats.dtype)
             query = feats[s:s + self.chunk_size]
-            k_f = feats[safe] * valid
+            k_f = gather_rows(feats, safe) * valid
             if xyz is not None:
                 q_xyz = xyz[s:s + self.chunk_size]
-                k_xyz = xyz[safe] * valid
+                k_xyz = gather_rows(xyz, safe) * valid
                 if self.use_relative_coords:
                     k_xyz = k_xyz - q_xyz[:, None, :]
                 k_f = k_f + self.k_pos_proj(k_xyz)
