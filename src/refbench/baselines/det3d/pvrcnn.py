@@ -31,6 +31,7 @@ from refbench.baselines.det3d.losses import SigmoidFocalClassificationLoss
 from refbench.baselines.det3d.ops import (
     ball_query,
     farthest_point_sample_batched,
+    gather_rows,
     group_points_relative,
     grouping,
 )
@@ -224,8 +225,13 @@ def bilinear_interpolate(im: Tensor, x: Tensor, y: Tensor) -> Tensor:
     wb = (x1.type_as(x) - x) * (y - y0.type_as(y))
     wc = (x - x0.type_as(x)) * (y1.type_as(y) - y)
     wd = (x - x0.type_as(x)) * (y - y0.type_as(y))
-    return (im[y0, x0] * wa[:, None] + im[y1, x0] * wb[:, None]
-            + im[y0, x1] * wc[:, None] + im[y1, x1] * wd[:, None])
+    flat, width = im.reshape(-1, im.shape[-1]), im.shape[1]
+
+    def at(yy: Tensor, xx: Tensor) -> Tensor:  # index_select: a deterministic backward
+        return gather_rows(flat, yy * width + xx)
+
+    return (at(y0, x0) * wa[:, None] + at(y1, x0) * wb[:, None]
+            + at(y0, x1) * wc[:, None] + at(y1, x1) * wd[:, None])
 
 
 def get_voxel_centers(voxel_coords: Tensor, downsample_times: int, voxel_size: Sequence[float],
