@@ -142,7 +142,7 @@ def test_other_datasets_are_refused() -> None:
 @pytest.mark.slow
 def test_tiny_recipe_trains_to_a_clearly_nonzero_car_3d_ap(tmp_path: Path) -> None:
     """`refbench train second --recipe second_tiny_kitti` on 120 synthetic training frames
-    for the recipe's 300 steps, scored on 120 held-out frames (about 7 minutes on 2 cores)."""
+    for the recipe's 300 steps, scored on 120 held-out frames (2-3 minutes on 2 cores)."""
     root, cache = tmp_path / "kitti", tmp_path / "cache"
     builder = get_builder("kitti")
     builder.synthesize(root, n=240, seed=0)
