@@ -38,11 +38,6 @@ TOKEN_OPT = typer.Option(..., "--token", envvar="REFBENCH_TOKEN",
                          help="Your team's API token (or set REFBENCH_TOKEN).")
 
 
-def data_dir_of(db: Path) -> Path:
-    """The server's private data folder (stored uploads) beside the database."""
-    return db.with_name(db.name + ".data")
-
-
 def open_db(db: Path, must_exist: bool = True) -> Any:
     """The database with the quotas it was created with."""
     from refbench.leaderboard.db import LeaderboardDB, Quotas
@@ -50,7 +45,7 @@ def open_db(db: Path, must_exist: bool = True) -> Any:
     if must_exist and not db.is_file():
         raise RefbenchError("no leaderboard database here; create it with `refbench "
                             "leaderboard init`", path=db)
-    board = LeaderboardDB(db, data_dir_of(db))
+    board = LeaderboardDB.at(db)
     stored = board.setting("quotas")
     if stored:
         board.quotas = Quotas(**stored)
@@ -76,7 +71,7 @@ def init(db: Path = DB_OPT,
     board.set_setting("decimals", decimals)
     board.set_setting("quotas", {"daily": daily, "total": total, "failed_daily": failed_daily,
                                  "max_bytes": int(max_mb * 1024 * 1024)})
-    typer.echo(f"created {db} (uploads in {data_dir_of(db)}); next: `refbench leaderboard "
+    typer.echo(f"created {db} (uploads in {board.data_dir}); next: `refbench leaderboard "
                f"benchmark add`")
 
 

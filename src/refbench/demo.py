@@ -204,7 +204,7 @@ def open_demo_board(path: Path, workdir: Path) -> Any:
     synthetic dev files play the hidden labels."""
     from refbench.leaderboard.db import LeaderboardDB
 
-    board = LeaderboardDB(path, path.with_name(path.name + ".data"))
+    board = LeaderboardDB.at(path)
     board.set_references_dir(workdir)
     return board
 

@@ -85,7 +85,7 @@ def test_predict_and_evaluate_against_official_dev_tsv(sst2_run: Path, glue_env:
                     "SST-2/dev.tsv", "--db", str(db)]) == 0
     assert run_cli(["leaderboard", "team", "add", "alpha", "--db", str(db)]) == 0
     from refbench.leaderboard.db import LeaderboardDB
-    board = LeaderboardDB(db, db.with_name(db.name + ".data"))
+    board = LeaderboardDB.at(db)
     board.submit(board.team_id("alpha"), "glue-sst2", "SST-2.tsv", out.read_bytes())
     assert run_cli(["leaderboard", "worker", "--db", str(db), "--until-idle"]) == 0
     (row,) = board.leaderboard("glue-sst2", decimals=9)

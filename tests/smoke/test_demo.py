@@ -17,7 +17,7 @@ def test_demo_beats_majority_and_records_results(tmp_path: Path) -> None:
         assert row["model"] > row["trivial"] + 10, row
         assert Path(row["test_submission"]).read_text().startswith("index\tprediction\n")
     db = tmp_path / "demo" / "leaderboard.sqlite"
-    board = LeaderboardDB(db, db.with_name(db.name + ".data"))
+    board = LeaderboardDB.at(db)
     for row in table:
         ranked = board.leaderboard(row["benchmark"], decimals=6)
         # the run's own result.json (self-reported) and the same dev predictions scored by
@@ -40,7 +40,7 @@ def test_demo_3d_part_records_a_verified_folder_submission(tmp_path: Path) -> No
     assert row["benchmark"] == "kitti-car-3d@1" and row["trivial"] == 0.0
     assert Path(row["test_submission"]).is_dir()
     db = tmp_path / "demo" / "leaderboard.sqlite"
-    board = LeaderboardDB(db, db.with_name(db.name + ".data"))
+    board = LeaderboardDB.at(db)
     subs = board.submissions()
     assert [s["status"] for s in subs] == ["scored", "scored"]
     assert {s["filename"] for s in subs} == {"label_2.zip"}

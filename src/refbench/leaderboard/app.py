@@ -16,6 +16,7 @@ also makes the promise "no external JavaScript" checkable by a browser.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from refbench.errors import RefbenchError
 from refbench.leaderboard import site
-from refbench.leaderboard.db import AuthError, LeaderboardDB, QuotaExceeded
+from refbench.leaderboard.db import AuthError, LeaderboardDB, NotFound, QuotaExceeded
 
 COOKIE = "refbench_token"
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -60,7 +61,7 @@ def _status_of(exc: RefbenchError) -> int:
         return 429
     if isinstance(exc, PayloadTooLarge):
         return 413
-    if exc.message.startswith(("unknown benchmark", "no submission", "no self-reported")):
+    if isinstance(exc, NotFound):
         return 404
     return 400
 
@@ -239,7 +240,7 @@ def create_app(db: LeaderboardDB, options: ServerOptions | None = None) -> FastA
         team_id = team_of(request, False)
         sub = db.submission_view(sub_id)
         if sub["team_id"] != team_id:
-            raise RefbenchError(f"no submission {sub_id}", key="submission")
+            raise NotFound(f"no submission {sub_id}", key="submission")
         return public_submission(sub) | {"scores": db.scores(sub_id)}
 
     @app.post("/api/results", status_code=201)
@@ -248,8 +249,6 @@ def create_app(db: LeaderboardDB, options: ServerOptions | None = None) -> FastA
 
         team_id = await run_in_threadpool(team_of, request, False)
         body = await read_limited(request, 1024 * 1024)
-        import json
-
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -281,7 +280,7 @@ def create_app(db: LeaderboardDB, options: ServerOptions | None = None) -> FastA
         sub = db.submission_view(sub_id)
         owner = team_id == sub["team_id"]
         if sub["status"] != "scored" and not owner:
-            raise RefbenchError(f"no submission {sub_id}", key="submission")
+            raise NotFound(f"no submission {sub_id}", key="submission")
         return site.submission_page(sub, db.scores(sub_id), links, team=team, owner=owner)
 
     @app.get("/results/{entry_id}", response_class=HTMLResponse)

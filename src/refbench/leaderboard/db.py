@@ -77,6 +77,10 @@ class QuotaExceeded(RefbenchError):
     """A team reached one of its submission limits."""
 
 
+class NotFound(RefbenchError):
+    """An unknown benchmark, submission or result (the server answers 404)."""
+
+
 class AuthError(RefbenchError):
     """A missing, malformed, unknown or revoked API token."""
 
@@ -178,6 +182,13 @@ def hash_token(secret: str, salt: bytes) -> bytes:
 class LeaderboardDB:
     """The store. One instance may be used from several threads (one connection each);
     several processes may open the same database at once."""
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str], quotas: Quotas | None = None) -> "LeaderboardDB":
+        """The database at `path` with its data folder beside it (`<name>.data`), the
+        layout `refbench leaderboard init` creates."""
+        path = Path(path)
+        return cls(path, path.with_name(path.name + ".data"), quotas)
 
     def __init__(self, path: str | os.PathLike[str], data_dir: str | os.PathLike[str],
                  quotas: Quotas | None = None, clock: Callable[[], float] = time.time) -> None:
@@ -283,7 +294,7 @@ class LeaderboardDB:
                                    "version = (SELECT MAX(version) FROM benchmarks WHERE name "
                                    "= ?))", (key, key, key)).fetchone()
         if row is None:
-            raise RefbenchError(f"unknown benchmark {key!r} on this leaderboard", key="benchmark")
+            raise NotFound(f"unknown benchmark {key!r} on this leaderboard", key="benchmark")
         return row
 
     def close_benchmark(self, key: str) -> None:
@@ -411,7 +422,7 @@ class LeaderboardDB:
     def submission(self, sub_id: int) -> dict[str, Any]:
         row = self._conn().execute("SELECT * FROM submissions WHERE id = ?", (sub_id,)).fetchone()
         if row is None:
-            raise RefbenchError(f"no submission {sub_id}", key="submission")
+            raise NotFound(f"no submission {sub_id}", key="submission")
         return dict(row)
 
     def submissions(self, status: str | None = None, team_id: int | None = None,
@@ -439,7 +450,7 @@ class LeaderboardDB:
             "b ON b.id = s.benchmark_id JOIN teams t ON t.id = s.team_id WHERE s.id = ?",
             (sub_id,)).fetchone()
         if row is None:
-            raise RefbenchError(f"no submission {sub_id}", key="submission")
+            raise NotFound(f"no submission {sub_id}", key="submission")
         return dict(row)
 
     def scores(self, sub_id: int, reveal: bool = False) -> dict[str, Any] | None:
@@ -551,7 +562,7 @@ class LeaderboardDB:
                                    "benchmarks b ON b.id = r.benchmark_id WHERE r.id = ?",
                                    (entry_id,)).fetchone()
         if row is None:
-            raise RefbenchError(f"no self-reported result {entry_id}", key="result")
+            raise NotFound(f"no self-reported result {entry_id}", key="result")
         return {"id": row["id"], "team": row["team"], "benchmark": row["benchmark"],
                 "submitted_at": row["submitted_at"], "result": json.loads(row["result_json"])}
 

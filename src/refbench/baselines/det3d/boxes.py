@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,9 +25,11 @@ _SIGNS = ((1, 1, -1), (1, -1, -1), (-1, -1, -1), (-1, 1, -1),
           (1, 1, 1), (1, -1, 1), (-1, -1, 1), (-1, 1, 1))
 
 
-def limit_period(val: Tensor, offset: float = 0.5, period: float = 2 * math.pi) -> Tensor:
-    """Wrap angles into [-offset * period, (1 - offset) * period), as OpenPCDet does."""
-    return val - torch.floor(val / period + offset) * period
+def limit_period(val: Any, offset: float = 0.5, period: float = 2 * math.pi) -> Any:
+    """Wrap angles into [-offset * period, (1 - offset) * period), as OpenPCDet does
+    (a tensor, or a NumPy array for the data pipeline and the prediction writers)."""
+    floor = torch.floor if isinstance(val, Tensor) else np.floor
+    return val - floor(val / period + offset) * period
 
 
 def boxes_to_corners_3d(boxes: Tensor) -> Tensor:

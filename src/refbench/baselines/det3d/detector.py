@@ -243,6 +243,7 @@ class Detector3D(Baseline):
 
     def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         from refbench.baselines.det3d import augment as aug
+        from refbench.baselines.det3d.boxes import limit_period
         from refbench.baselines.det3d.voxelize import voxelize
 
         training = self.training
@@ -269,7 +270,7 @@ class Detector3D(Baseline):
             ids = np.array([name_to_id[str(n)] for n in frame["gt_names"]], np.float32)
             gt_boxes = np.asarray(frame["gt_boxes"], np.float32).reshape(-1, 7).copy()
             # headings in [-pi, pi), as OpenPCDet's data processor leaves them
-            gt_boxes[:, 6] -= np.floor(gt_boxes[:, 6] / (2 * np.pi) + 0.5) * 2 * np.pi
+            gt_boxes[:, 6] = limit_period(gt_boxes[:, 6])
             boxes.append(np.concatenate([gt_boxes, ids[:, None]], 1))
             metas.append({k: frame[k] for k in ("id", "calib", "image_shape", "context_name",
                                                 "timestamp") if k in frame})
@@ -281,6 +282,3 @@ class Detector3D(Baseline):
                 "voxel_coords": torch.cat(coords), "voxel_num_points": torch.cat(counts),
                 "points": torch.from_numpy(np.concatenate(points)),
                 "gt_boxes": torch.from_numpy(gt), "meta": metas}
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())

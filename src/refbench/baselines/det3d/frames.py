@@ -85,6 +85,7 @@ def kitti_prediction(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                      classes: Sequence[str], calib: Mapping[str, Any],
                      image_shape: tuple[int, int]) -> dict[str, Any]:
     """Detections (LiDAR boxes, scores, 1-based labels) -> label_2 fields with a score."""
+    from refbench.baselines.det3d.boxes import limit_period
     from refbench.datasets.kitti_geometry import (
         Calibration,
         box_corners_lidar,
@@ -110,15 +111,11 @@ def kitti_prediction(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
         bbox[:, [1, 3]] = np.clip(bbox[:, [1, 3]], 0, h - 1)
     alpha = -np.arctan2(-boxes[:, 1], boxes[:, 0]) + ry
     # label_2 angles lie in [-pi, pi); the decoded headings may be a period away
-    ry, alpha = _wrap(ry), _wrap(alpha)
+    ry, alpha = limit_period(ry), limit_period(alpha)
     return {"name": [classes[int(k) - 1] for k in np.asarray(labels).reshape(-1)],
             "truncated": np.zeros(n), "occluded": np.zeros(n, np.int64), "alpha": alpha,
             "bbox": bbox, "dimensions": dims, "location": loc, "rotation_y": ry,
             "score": np.asarray(scores, np.float64).reshape(-1)}
-
-
-def _wrap(angle: np.ndarray) -> np.ndarray:
-    return (np.asarray(angle, np.float64) + np.pi) % (2 * np.pi) - np.pi
 
 
 def waymo_prediction(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
