@@ -4,7 +4,7 @@ The paper claims EfficientBERT is 6.9x smaller and 4.4x faster than BERT-base. B
 here are randomly initialised (weights do not change size or speed) with a 2-class head and
 the uncased 30522-token vocabulary:
 
-- EfficientBERT: `refbench.baselines.efficientbert` with the published configuration
+- EfficientBERT: `refbench.baselines.nlp.efficientbert.model` with the published configuration
   (6 layers, hidden 540, 12 heads, embedding 128, the six searched FFNs);
 - BERT-base: transformers `BertForSequenceClassification`, 12 layers, 768, 12 heads, 3072.
 
@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from refbench.baselines.efficientbert import EfficientBertClassifier, EfficientBertConfig
+from refbench.baselines.nlp.efficientbert.model import EfficientBertClassifier, EfficientBertConfig
 
 SEQ_LEN, VOCAB = 128, 30522
 TARGET_SIZE, TARGET_SPEED = 6.9, 4.4

@@ -177,7 +177,7 @@ def as_frame(objs: list[dict[str, Any]], with_score: bool) -> dict[str, Any]:
 def refbench_half(work: Path, frames: int, seed: int, real: Path | None,
                   gt_copy: bool = False) -> dict[str, float]:
     """Write the scene sets as label_2 folders, read them back, score both overlaps."""
-    from refbench.benchmarks.kitti_format import read_label_dir, write_label_dir
+    from refbench.benchmarks.formats.kitti import read_label_dir, write_label_dir
     from refbench.evaluation.kitti import kitti_eval
 
     rng = np.random.default_rng(seed)

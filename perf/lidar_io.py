@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from refbench.datasets import kitti_geometry as geo
+from refbench.datasets.kitti import geometry as geo
 from refbench.datasets.base import load_prepared
-from refbench.datasets.kitti import KittiBuilder, read_image_set, read_velodyne
+from refbench.datasets.kitti.builder import KittiBuilder, read_image_set, read_velodyne
 
 VOXEL = np.array([0.05, 0.05, 0.1])
 RANGE = np.array([0.0, -40.0, -3.0, 70.4, 40.0, 1.0])

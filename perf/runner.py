@@ -100,7 +100,7 @@ class TinyBert:
 
     @classmethod
     def setup(cls, n: int) -> None:
-        from refbench.benchmarks.spec import get_spec
+        from refbench.registry import get_spec
         from refbench.config import load_recipe
         from refbench.datasets.base import get_builder, load_prepared
 
@@ -115,7 +115,7 @@ class TinyBert:
 
     @classmethod
     def build(cls, seed: int) -> nn.Module:
-        from refbench.baselines.bert import BertClassifier
+        from refbench.baselines.nlp.bert import BertClassifier
 
         torch.manual_seed(seed)
         c = cls._cache

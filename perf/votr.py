@@ -27,8 +27,8 @@ GRID = np.round((PC_RANGE[3:] - PC_RANGE[:3]) / VOXEL_SIZE).astype(np.int64)  # 
 def scan_points(seed: int) -> np.ndarray:
     """One synthetic street scan (N, 4), or an empty array if the synthesizer is missing."""
     try:
-        from refbench.datasets.synth.kitti import synth_frame
-        from refbench.datasets.synth.lidar import LidarSpec
+        from refbench.datasets.kitti.synth import synth_frame
+        from refbench.datasets.lidar_synth import LidarSpec
     except ImportError:
         return np.zeros((0, 4), np.float32)
     points = synth_frame(np.random.default_rng(seed), LidarSpec())[0]

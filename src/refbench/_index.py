@@ -2,24 +2,37 @@
 
 INDEX: dict[str, dict[str, str]] = {
     'baseline': {
-        'bert': 'refbench.baselines.bert:Bert',
-        'efficientbert': 'refbench.baselines.efficientbert:EfficientBert',
+        'bert': 'refbench.baselines.nlp.bert:Bert',
+        'efficientbert': 'refbench.baselines.nlp.efficientbert.model:EfficientBert',
         'pyramid': 'refbench.baselines.det3d.pyramid_rcnn:PyramidRCNN',
         'second': 'refbench.baselines.det3d.second:Second',
         'votr': 'refbench.baselines.det3d.votr:VoTr',
     },
     'dataset': {
-        'glue': 'refbench.datasets.glue:GlueBuilder',
-        'kitti': 'refbench.datasets.kitti:KittiBuilder',
-        'squad': 'refbench.datasets.squad:SquadBuilder',
-        'waymo': 'refbench.datasets.waymo:WaymoBuilder',
+        'glue': 'refbench.datasets.glue.builder:GlueBuilder',
+        'kitti': 'refbench.datasets.kitti.builder:KittiBuilder',
+        'squad': 'refbench.datasets.squad.builder:SquadBuilder',
+        'waymo': 'refbench.datasets.waymo.builder:WaymoBuilder',
+    },
+    'demo': {
+        'cola': 'refbench.baselines.nlp.demo_jobs:cola',
+        'kitti': 'refbench.baselines.det3d.demo_jobs:kitti',
+        'mnli': 'refbench.baselines.nlp.demo_jobs:mnli',
+        'mrpc': 'refbench.baselines.nlp.demo_jobs:mrpc',
+        'qnli': 'refbench.baselines.nlp.demo_jobs:qnli',
+        'qqp': 'refbench.baselines.nlp.demo_jobs:qqp',
+        'rte': 'refbench.baselines.nlp.demo_jobs:rte',
+        'squad': 'refbench.baselines.nlp.demo_jobs:squad',
+        'sst2': 'refbench.baselines.nlp.demo_jobs:sst2',
+        'stsb': 'refbench.baselines.nlp.demo_jobs:stsb',
+        'wnli': 'refbench.baselines.nlp.demo_jobs:wnli',
     },
     'format': {
-        'glue_dir': 'refbench.benchmarks.glue_format:GlueDirFormat',
-        'glue_tsv': 'refbench.benchmarks.glue_format:GlueTsvFormat',
-        'kitti_label_dir': 'refbench.benchmarks.kitti_format:KittiLabelDirFormat',
-        'squad_json': 'refbench.benchmarks.squad_format:SquadJsonFormat',
-        'waymo_boxes': 'refbench.benchmarks.waymo_format:WaymoBoxesFormat',
+        'glue_dir': 'refbench.benchmarks.formats.glue:GlueDirFormat',
+        'glue_tsv': 'refbench.benchmarks.formats.glue:GlueTsvFormat',
+        'kitti_label_dir': 'refbench.benchmarks.formats.kitti:KittiLabelDirFormat',
+        'squad_json': 'refbench.benchmarks.formats.squad:SquadJsonFormat',
+        'waymo_boxes': 'refbench.benchmarks.formats.waymo:WaymoBoxesFormat',
     },
     'metric': {
         'glue': 'refbench.evaluation.glue:GlueMetric',
@@ -27,5 +40,8 @@ INDEX: dict[str, dict[str, str]] = {
         'kitti_ap': 'refbench.evaluation.kitti:KittiAP',
         'squad': 'refbench.evaluation.squad:SquadMetric',
         'waymo_3d': 'refbench.evaluation.waymo:Waymo3DMetric',
+    },
+    'search': {
+        'efficientbert': 'refbench.baselines.nlp.efficientbert.search:EfficientBertSearch',
     },
 }

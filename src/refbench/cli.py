@@ -30,10 +30,13 @@ baselines_app = typer.Typer(help="Inspect reference baselines and their recipes.
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(benchmarks_app, name="benchmarks")
 app.add_typer(baselines_app, name="baselines")
+searches_app = typer.Typer(help="Inspect registered searches and their options.",
+                           no_args_is_help=True)
+app.add_typer(searches_app, name="searches")
 app.add_typer(leaderboard_app, name="leaderboard")
 
 JSON_OPT = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
-KINDS = ("datasets", "benchmarks", "baselines", "metrics")
+KINDS = ("datasets", "benchmarks", "baselines", "metrics", "formats", "searches", "demos", "recipes")
 
 
 def _emit(data: Any) -> None:
@@ -54,21 +57,26 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 # -- list -------------------------------------------------------------------------------
 @app.command("list")
-def list_cmd(kind: str = typer.Argument(..., help="datasets | benchmarks | baselines | metrics"),
+def list_cmd(kind: str = typer.Argument(..., help="datasets | benchmarks | baselines | metrics | "
+                                                    "formats | searches | demos | recipes"),
              pattern: str = typer.Option("*", "--pattern", "-p", help="Shell-style name filter."),
              as_json: bool = JSON_OPT) -> None:
-    """List registered datasets, benchmarks, baselines or metrics."""
+    """List registered datasets, benchmarks, baselines, metrics, formats, searches, demo
+    jobs or recipes (installed plugins included)."""
     from refbench.registry import REGISTRIES
 
-    if kind not in REGISTRIES:
+    if kind not in KINDS:
         raise RefbenchError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     reg = REGISTRIES[kind]
     names = reg.list(pattern)
     if kind == "benchmarks":
         specs = [reg.get(n) for n in names]
         data = [{"name": s.name, "version": s.version, "dataset": f"{s.dataset.name}/{s.dataset.config}",
-                 "split": s.split, "metric": s.metric.name, "primary": s.primary,
-                 "submission": s.submission.filename} for s in specs]
+                 "task": s.task.type, "split": s.split, "metric": s.metric.name,
+                 "primary": s.primary, "submission": s.submission.filename} for s in specs]
+    elif kind == "demos":
+        data = [{"name": n, "default": bool(reg.meta(n).get("default", False)),
+                 "target": reg.index.get(n, "")} for n in names]
     else:
         data = [{"name": n, "target": reg.index.get(n, "")} for n in names]
     if as_json:
@@ -145,6 +153,40 @@ def datasets_info(name: str = typer.Argument(...), as_json: bool = JSON_OPT) -> 
             typer.echo(f"{key}: {value}")
 
 
+@datasets_app.command("export")
+def datasets_export(name: str = typer.Argument(..., help="Dataset name, e.g. glue."),
+                    out: Path = typer.Option(..., "--out", help="Folder to write the repository "
+                                             "into (new, empty, or an earlier export)."),
+                    config: list[str] = typer.Option([], "--config", "-c",
+                                                     help="Only these prepared configs (repeatable)."),
+                    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
+                                                             help="Default: $REFBENCH_CACHE or ~/.cache/refbench."),
+                    shard_rows: Optional[int] = typer.Option(None, "--shard-rows", min=1,
+                                                             help="At most this many rows per Parquet "
+                                                                  "shard (shards also stay under 500 MB)."),
+                    as_json: bool = JSON_OPT) -> None:
+    """Write a prepared dataset as a Hugging Face Hub dataset repository: Parquet shards per
+    split (data/CONFIG/SPLIT-0000i-of-0000N.parquet) plus a dataset card (README.md) with
+    licence, citation, features and split sizes. `datasets.load_dataset(DIR, CONFIG)` loads
+    it offline and `huggingface_hub.upload_folder(repo_id=..., folder_path=DIR,
+    repo_type="dataset")` publishes it as is. The folder is written atomically."""
+    from refbench.datasets.export import describe_export, export_dataset
+
+    b = _builder(name)
+    if b.gated:
+        typer.echo(f"refbench: warning: {name} is gated ({b.license}); its terms forbid "
+                   "redistribution unless you hold the right: do not publish the export "
+                   "otherwise, and keep the repository gated or private", err=True)
+    written = export_dataset(name, out, configs=config or None,
+                             cache_dir=None if cache_dir is None else str(cache_dir),
+                             max_shard_rows=shard_rows, progress=not as_json)
+    if as_json:
+        _emit({"name": b.name, "version": b.version, **describe_export(written)})
+    else:
+        typer.echo(f"wrote {written}: load with datasets.load_dataset({str(written)!r}, CONFIG), "
+                   "publish with huggingface_hub.upload_folder")
+
+
 # -- benchmarks / baselines --------------------------------------------------------------
 @benchmarks_app.command("list")
 def benchmarks_list(pattern: str = typer.Option("*", "--pattern", "-p"), as_json: bool = JSON_OPT) -> None:
@@ -154,12 +196,17 @@ def benchmarks_list(pattern: str = typer.Option("*", "--pattern", "-p"), as_json
 
 @benchmarks_app.command("show")
 def benchmarks_show(name: str = typer.Argument(...)) -> None:
-    """Print a benchmark spec as JSON."""
+    """Print a benchmark spec as JSON, with the run-time options of its format and metric
+    (what `refbench evaluate NAME` accepts beyond the common options)."""
     import dataclasses
 
-    from refbench.benchmarks.spec import get_spec
+    from refbench.benchmarks.scoring import declared_options
+    from refbench.registry import get_spec
 
-    _emit(dataclasses.asdict(get_spec(name)))
+    spec = get_spec(name)
+    read, metric = declared_options(spec)
+    _emit({**dataclasses.asdict(spec), "key": spec.key,
+           "options": [o.to_json() for o in (*read, *metric)]})
 
 
 @baselines_app.command("list")
@@ -171,9 +218,9 @@ def baselines_list(pattern: str = typer.Option("*", "--pattern", "-p"), as_json:
 @baselines_app.command("recipes")
 def baselines_recipes(as_json: bool = JSON_OPT) -> None:
     """List the recipes shipped with refbench."""
-    from refbench.config import RECIPES_DIR
+    from refbench.registry import RECIPES
 
-    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    names = RECIPES.names()
     if as_json:
         _emit(names)
     else:
@@ -193,12 +240,23 @@ def train(baseline: str = typer.Argument(..., help="Baseline name, e.g. bert."),
           max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
           limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N examples per split."),
           resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint."),
+          option: list[str] = typer.Option(
+              [], "--option", "-O", help="A metric option used when the run scores itself, "
+                                         "key=value (repeatable; `refbench benchmarks show` "
+                                         "lists them); stored as evaluation.KEY."),
+          protocol: bool = typer.Option(False, "--protocol", help="Train every seed of the "
+                                        "benchmark's protocol (runs <name>-s<seed>) and write "
+                                        "their mean ± std to <name>-protocol/result.json."),
+          seeds: Optional[str] = typer.Option(None, "--seeds", help="Seeds for --protocol, "
+                                              "e.g. 0,1,2 (default: the spec's protocol.seeds; "
+                                              "implies --protocol)."),
           as_json: bool = JSON_OPT) -> None:
-    """Train a baseline on a benchmark; writes runs/<name>/ and its result.json."""
+    """Train a baseline on a benchmark; writes runs/<name>/ and its result.json (with
+    --protocol: one run per seed and their aggregate)."""
     from refbench import runner
     from refbench.config import build_run_config
 
-    overrides = list(set_)
+    overrides = list(set_) + [f"evaluation.{item}" for item in option]
     for key, value in (("name", name), ("output_dir", output_dir), ("data.cache_dir", cache_dir),
                        ("init_from", init_from), ("data.limit", limit)):
         if value is not None:
@@ -206,6 +264,9 @@ def train(baseline: str = typer.Argument(..., help="Baseline name, e.g. bert."),
     if max_steps is not None:
         overrides += [f"trainer.max_steps={max_steps}", "trainer.epochs=null"]
     config = build_run_config(baseline, benchmark, recipe, overrides)
+    if protocol or seeds is not None:
+        _train_protocol(config, seeds, resume, as_json)
+        return
     summary = runner.train(config, resume=resume)
     if summary.result is None:  # not rank 0
         return
@@ -218,6 +279,37 @@ def train(baseline: str = typer.Argument(..., help="Baseline name, e.g. bert."),
                    f"time: {summary.wall_time_s:.1f}s")
         typer.echo(f"{r.benchmark}@{r.benchmark_version} {r.split}: " +
                    ", ".join(f"{k}={v:.2f}" for k, v in r.metrics.items()))
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    """`--seeds 0,1,2` -> [0, 1, 2]; None leaves the spec's protocol seeds."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise RefbenchError(f"expected comma-separated integers, got {text!r}",
+                            key="--seeds") from None
+
+
+def _train_protocol(config: Any, seeds: str | None, resume: bool, as_json: bool) -> None:
+    """`train --protocol`: every seed, then each seed's primary and the mean ± std."""
+    from refbench.protocol import format_aggregate, train_protocol
+
+    say = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
+    summary = train_protocol(config, _parse_seeds(seeds), resume=resume, progress=say)
+    agg = summary.aggregate
+    if agg is None:  # not rank 0
+        return
+    if as_json:
+        _emit({"runs": [str(d) for d in summary.run_dirs], "skipped": summary.skipped,
+               "aggregate_path": str(summary.aggregate_path), "result": agg.to_json()})
+        return
+    for seed, run_dir, r in zip(summary.seeds, summary.run_dirs, summary.results):
+        typer.echo(f"  seed {seed}: {r.primary}={r.primary_value:.2f}  ({run_dir})")
+    typer.echo(f"{agg.benchmark}@{agg.benchmark_version} {agg.split}: {agg.primary} = "
+               f"{format_aggregate(agg)}")
+    typer.echo(f"aggregate: {summary.aggregate_path}")
 
 
 @app.command()
@@ -235,8 +327,12 @@ def predict(run_dir: Path = typer.Argument(..., help="A run folder written by `r
     typer.echo(str(path))
 
 
-@app.command()
-def evaluate(benchmark: str = typer.Argument(..., help="Benchmark name, e.g. glue-cola."),
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.command(context_settings=EXTRA_ARGS)
+def evaluate(ctx: typer.Context,
+             benchmark: str = typer.Argument(..., help="Benchmark name, e.g. glue-cola."),
              predictions: Path = typer.Option(..., "--predictions", "-p", help="Prediction file."),
              references: Optional[Path] = typer.Option(
                  None, "--references", help="Official label file or folder (e.g. a GLUE dev.tsv); "
@@ -244,27 +340,22 @@ def evaluate(benchmark: str = typer.Argument(..., help="Benchmark name, e.g. glu
              split: Optional[str] = typer.Option(None, "--split", help="Prepared split to score against."),
              cache_dir: Optional[str] = typer.Option(None, "--cache-dir"),
              output: Optional[Path] = typer.Option(None, "--output", help="Write result.json here."),
-             na_prob_file: Optional[Path] = typer.Option(
-                 None, "--na-prob-file",
-                 help="SQuAD v2.0 only: JSON {question_id: no-answer probability} of the "
-                      "predictions (evaluate-v2.0.py's --na-prob-file)."),
-             na_prob_thresh: Optional[float] = typer.Option(
-                 None, "--na-prob-thresh",
-                 help="SQuAD v2.0 only: a prediction whose no-answer probability exceeds this "
-                      "counts as \"no answer\" (default 1.0, as evaluate-v2.0.py)."),
+             option: list[str] = typer.Option(
+                 [], "--option", "-O",
+                 help="A run-time option of the benchmark's format or metric, key=value "
+                      "(repeatable); each is also accepted as its own flag, e.g. "
+                      "--na-prob-file F. `refbench benchmarks show NAME` lists them."),
              as_json: bool = JSON_OPT) -> None:
-    """Score a prediction file exactly like the official script does."""
-    from refbench.benchmarks.scoring import evaluate_file
-    from refbench.benchmarks.spec import get_spec
+    """Score a prediction file exactly like the official script does.
 
-    read_options = {} if na_prob_file is None else {"na_prob_file": na_prob_file}
-    metric_options = {} if na_prob_thresh is None else {"na_prob_thresh": na_prob_thresh}
-    if read_options or metric_options:
-        spec = get_spec(benchmark)
-        if spec.metric.name != "squad":
-            raise RefbenchError(f"--na-prob-file / --na-prob-thresh apply to SQuAD v2.0 "
-                                f"benchmarks only, not {spec.name}")
-    result = evaluate_file(benchmark, predictions, references, split=split, cache_dir=cache_dir,
+    Benchmarks declare their own options (a companion file, a threshold);
+    `refbench benchmarks show NAME` lists them."""
+    from refbench.benchmarks.scoring import benchmark_options, evaluate_file
+    from refbench.registry import get_spec
+
+    spec = get_spec(benchmark)
+    read_options, metric_options = benchmark_options(spec, option, ctx.args)
+    result = evaluate_file(spec, predictions, references, split=split, cache_dir=cache_dir,
                            read_options=read_options, metric_options=metric_options)
     if output is not None:
         result.write(output)
@@ -277,81 +368,122 @@ def evaluate(benchmark: str = typer.Argument(..., help="Benchmark name, e.g. glu
                 for k, v in result.metrics.items()])
 
 
+# -- results ----------------------------------------------------------------------------------
+@app.command("results")
+def results_cmd(paths: list[Path] = typer.Argument(..., help="Run folders (with result.json) "
+                                                            "or folders of run folders."),
+                csv: Optional[Path] = typer.Option(None, "--csv", help="Write the numbers "
+                                                   "(benchmark, recipe, metric, mean, std, n)."),
+                markdown: Optional[Path] = typer.Option(None, "--markdown",
+                                                        help="Write a Markdown table."),
+                latex: Optional[Path] = typer.Option(None, "--latex",
+                                                     help="Write a booktabs LaTeX table."),
+                metric: list[str] = typer.Option([], "--metric", "-m", help="Metric key to "
+                                                 "show (repeatable; default: each benchmark's "
+                                                 "primary)."),
+                decimals: int = typer.Option(2, "--decimals", help="Digits after the point."),
+                as_json: bool = JSON_OPT) -> None:
+    """One table over runs: mean ± std (n seeds) per benchmark and recipe.
+
+    Folders are searched for */result.json; protocol aggregates (*-protocol) are used only
+    when named directly, since their seed runs sit beside them."""
+    from refbench import results_table
+
+    runs = results_table.collect(paths)
+    for line in results_table.repeated_seeds(runs):
+        typer.echo(f"warning: {line}", err=True)
+    summary = results_table.summarize(runs, metric or None)
+    results_table.write_tables(summary, csv=csv, markdown=markdown, latex=latex,
+                               decimals=decimals)
+    if as_json:
+        _emit([{k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()}
+               for rec in summary.to_dict("records")])
+    else:
+        columns, rows = results_table.display_table(summary, decimals)
+        _table("results (mean ± std (n seeds))", columns, rows)
+
+
 # -- demo -------------------------------------------------------------------------------------
 @app.command()
 def demo(workdir: Path = typer.Option(Path(".refbench-cache/demo"), "--workdir",
                                       help="Where the synthetic data, cache, runs and board go."),
-         tasks: list[str] = typer.Option(["sst2", "mrpc", "cola", "mnli", "stsb", "squad", "kitti"],
-                                         "--task", help="GLUE tasks, 'squad' (SQuAD v1.1) and/or "
-                                                        "'kitti' (3D Car detection) to run (repeatable)."),
+         tasks: list[str] = typer.Option([], "--task",
+                                         help="Demo jobs to run (repeatable); `all` runs every "
+                                              "job; default: one small job per family. "
+                                              "`refbench list demos` lists them."),
          fresh: bool = typer.Option(True, "--fresh/--reuse", help="Start from an empty workdir."),
          serve: bool = typer.Option(False, "--serve", help="Then serve the demo leaderboard on "
                                                           "localhost and print its URL."),
          port: int = typer.Option(8000, "--port", help="Port for --serve.")) -> None:
-    """The main job on an embedded default: synthesize GLUE, SQuAD and KITTI, prepare, train
-    (tiny BERT; the tiny SECOND for 300 steps), predict, evaluate,
-    record on a leaderboard (self-reported runs plus server-scored submissions) and print a
-    results table."""
+    """The main job on embedded synthetic data: for each registered demo job, synthesize the
+    official layout, prepare it, train a tiny recipe, predict, evaluate against a trivial
+    submission, record both on a leaderboard (self-reported runs plus server-scored
+    submissions) and print a results table."""
     from refbench.demo import run_demo, serve_demo
 
-    run_demo(workdir, tasks, fresh=fresh)
+    run_demo(workdir, tasks or None, fresh=fresh)
     if serve:
         serve_demo(workdir, port)
 
 
-# -- architecture search ------------------------------------------------------------------------
-@app.command()
-def search(baseline: str = typer.Argument(..., help="What to search: efficientbert."),
-           benchmark: str = typer.Option(..., "--benchmark", "-b", help="A GLUE benchmark, e.g. glue-sst2."),
-           teacher: Path = typer.Option(..., "--teacher", help="Run folder of a `refbench train bert` "
-                                                               "teacher of the same task."),
-           out: Path = typer.Option(..., "--out", help="Folder for search.json, ranking.jsonl and the recipe."),
-           recipe: str = typer.Option("efficientbert_tiny_glue", "--recipe", "-r",
-                                      help="Student recipe: its model sizes, and its ffn_expressions "
-                                           "set the default parameter budget."),
-           set_: list[str] = typer.Option([], "--set", help="Override model.* or search.* "
-                                                            "(e.g. search.proxy_steps=5; repeatable)."),
-           candidates: Optional[int] = typer.Option(None, "--candidates", help="Candidates scored per stage."),
-           warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps",
-                                                      help="Warm-up distillation steps per stage."),
-           seed: Optional[int] = typer.Option(None, "--seed", help="Default: the recipe's trainer.seed."),
+# -- searches ----------------------------------------------------------------------------------
+@app.command(context_settings=EXTRA_ARGS)
+def search(ctx: typer.Context,
+           name: str = typer.Argument(..., help="Which search (`refbench list searches`)."),
+           benchmark: str = typer.Option(..., "--benchmark", "-b", help="Benchmark to search on."),
+           out: Path = typer.Option(..., "--out", help="Folder for the search's results."),
+           set_: list[str] = typer.Option([], "--set", help="Override a recipe or search key: "
+                                                            "a.b=value (repeatable)."),
+           option: list[str] = typer.Option(
+               [], "--option", "-O", help="A search option, key=value (repeatable); each is "
+                                          "also accepted as its own flag, e.g. --teacher DIR. "
+                                          "`refbench searches show NAME` lists them."),
            cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Prepared dataset cache."),
            as_json: bool = JSON_OPT) -> None:
-    """Search EfficientBERT's per-layer FFNs coarse to fine (official ffn_search.sh).
+    """Run a registered architecture / hyper-parameter search and write its results to --out.
 
-    Three stages, each handing its best architecture to the next:
-    joint: expression and linear type (1-4 stacked FFNs x width 1, 1/2, 1/3, 1/4);
-    expression: the expressions, with the linear types fixed;
-    linear: the linear types, with the expressions fixed.
-    joint and linear keep the student within the parameter budget.
+    Each search declares its own options; `refbench searches show NAME` lists them."""
+    from refbench.options import parse_option_args
+    from refbench.registry import SEARCHES
 
-    Per stage: warm-up distillation of the weight-sharing supernet from the
-    teacher, then each candidate is distilled briefly (linear: one-shot) and
-    scored by the task metric on a held-out part of the training split.
-
-    Writes search.json, ranking.jsonl and efficientbert_searched_glue.yaml, a
-    recipe for `refbench train efficientbert --recipe`.
-    Tune with --set search.KEY=VALUE: stages, candidates, warmup_steps,
-    proxy_steps, proxy (metric|loss), min_params, max_params,
-    sampler (lanas|random), init_samples, val_ratio, lr, batch_size, threads.
-    """
-    from refbench.baselines.efficientbert_search import search as run_search
-
-    if baseline != "efficientbert":
-        raise RefbenchError(f"no architecture search for {baseline!r}; available: efficientbert")
-    overrides = list(set_)
-    for key, value in (("candidates", candidates), ("warmup_steps", warmup_steps), ("seed", seed)):
-        if value is not None:
-            overrides.append(f"search.{key}={value}")
+    cls = SEARCHES.get(name)
+    values = parse_option_args(cls.options, option, ctx.args, what=f"search {name}")
+    for declared in cls.options:
+        if declared.name in cls.required and values.get(declared.name) is None:
+            raise RefbenchError(f"search {name} needs {declared.flag}: {declared.help}")
+        values.setdefault(declared.name, declared.default)
     say = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
-    result = run_search(benchmark, teacher, out, recipe, overrides, cache_dir=cache_dir,
-                        progress=say)
+    outcome = cls().run(benchmark, out, values, list(set_), cache_dir=cache_dir, progress=say)
     if as_json:
-        _emit({"out": str(result.out), **result.summary})
+        _emit({"out": str(outcome.out), **outcome.summary})
     else:
-        chosen = result.summary["chosen"]
-        typer.echo(f"searched: {', '.join(chosen['ffn_expressions'])}  params: {chosen['params']}")
-        typer.echo(f"wrote {result.out / 'search.json'}, ranking.jsonl, {result.summary['recipe_file']}")
+        for line in outcome.lines:
+            typer.echo(line)
+
+
+@searches_app.command("list")
+def searches_list(as_json: bool = JSON_OPT) -> None:
+    """List the registered searches (same as `refbench list searches`)."""
+    list_cmd("searches", "*", as_json)
+
+
+@searches_app.command("show")
+def searches_show(name: str = typer.Argument(...), as_json: bool = JSON_OPT) -> None:
+    """A search's description and its options."""
+    from refbench.registry import SEARCHES
+
+    cls = SEARCHES.get(name)
+    data = {"name": name, "summary": cls.summary, "description": (cls.__doc__ or "").strip(),
+            "options": [dict(o.to_json(), required=o.name in cls.required) for o in cls.options]}
+    if as_json:
+        _emit(data)
+        return
+    typer.echo(f"{name}: {cls.summary}\n")
+    typer.echo(data["description"] + "\n")
+    for o in cls.options:
+        need = " (required)" if o.name in cls.required else \
+            ("" if o.default is None else f" (default {o.default})")
+        typer.echo(f"  {o.flag} {o.type.upper()}{need}: {o.help}")
 
 
 def _click_exceptions() -> Any:
@@ -362,6 +494,14 @@ def _click_exceptions() -> Any:
     except ImportError:  # pragma: no cover - typer that uses the click package
         from click import exceptions
     return exceptions
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OS error: the file(s) it names and what the system said."""
+    what = exc.strerror or exc.__class__.__name__
+    where = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    text = " ".join(str(exc).split()) if not where and not exc.strerror else what
+    return f"{' -> '.join(where)}: {text}" if where else text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -389,6 +529,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:  # a folder where a file belongs, an unreadable file, a full disk
+        print(f"refbench: error: {describe_os_error(exc)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

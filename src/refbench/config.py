@@ -21,8 +21,6 @@ from refbench.errors import RefbenchError
 
 T = TypeVar("T")
 
-RECIPES_DIR = Path(__file__).resolve().parent / "baselines" / "recipes"
-
 Schedule = Literal["constant", "linear", "cosine", "one_cycle"]
 
 
@@ -75,6 +73,8 @@ class RunConfig:
     model: dict[str, Any] = field(default_factory=dict)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    #: run-time options of the benchmark's metric used when the run scores itself
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
 
 # -- type checking ------------------------------------------------------------------
@@ -172,19 +172,14 @@ def to_dict(obj: Any) -> Any:
 
 # -- recipes ------------------------------------------------------------------------
 def recipe_path(name_or_path: str) -> Path:
-    """A recipe given by name (`bert_tiny_glue`) or by path."""
+    """A recipe given by name (`bert_tiny_glue`, found in any `recipes/` folder of refbench
+    or a plugin) or by path."""
+    from refbench.registry import RECIPES
+
     path = Path(name_or_path)
     if path.suffix in {".yaml", ".yml"} and path.exists():
         return path
-    candidate = RECIPES_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
-    if candidate.exists():
-        return candidate
-    import difflib
-
-    known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-    close = difflib.get_close_matches(name_or_path, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise RefbenchError(f"unknown recipe {name_or_path!r}{hint} (known: {', '.join(known)})")
+    return RECIPES.path(name_or_path.removesuffix(".yaml"))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -1,11 +1,15 @@
 """`refbench demo`: the main job end to end on embedded, synthetic data.
 
-For each family it synthesizes the official layout, prepares it, trains a tiny recipe
-through the common runner, predicts the dev split (and the hidden test split where there
-is one), scores the dev predictions from the written file against the official-format
-dev file (as `refbench evaluate --references` does), scores a trivial submission for
-comparison (majority class / mean score for GLUE, the context's first words for SQuAD)
-and prints a table and the paths it wrote.
+Each family declares its demo jobs (`@DEMOS.register("sst2", default=True)` on a function
+returning a `DemoJob`): the benchmark, the baseline and recipe trained on it, how large a
+synthetic copy of the dataset it needs, where the official-format dev references lie in
+that copy, and a trivial rival. This module composes whatever is registered (plugins
+included) and names no family: for each job it synthesizes the official layout (once per
+dataset, at the largest size any job asks for), prepares it (once, every config needed),
+trains the recipe through the common runner, predicts the dev split (and the hidden test
+split where there is one), scores the dev predictions from the written file against the
+official-format dev file (as `refbench evaluate --references` does), scores the trivial
+rival and prints a table.
 
 Everything is recorded on a hosted-style leaderboard (`leaderboard.sqlite` in the workdir)
 whose "hidden" references are the synthetic dev files: each run's result.json as a
@@ -15,146 +19,121 @@ verifies, exactly as a server would. `--serve` then serves that board on localho
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from refbench.errors import RefbenchError
 
-GLUE_BENCHMARKS = {"cola": "glue-cola", "sst2": "glue-sst2", "mrpc": "glue-mrpc",
-                   "stsb": "glue-stsb", "qqp": "glue-qqp", "mnli": "glue-mnli-m",
-                   "qnli": "glue-qnli", "rte": "glue-rte", "wnli": "glue-wnli"}
-DEMO_TASKS = [*GLUE_BENCHMARKS, "squad", "kitti"]
-#: synthetic KITTI frames (ray-cast, so fewer than text rows) and SECOND's step budget
-KITTI_FRAMES = 160
-KITTI_STEPS = 300
+DEMO_TEAM, TRIVIAL_TEAM = "refbench-demo", "trivial-baselines"
 
 
-@dataclass
-class Job:
-    """One row of the demo: a benchmark, the recipe trained on it and its trivial rival."""
+@dataclass(frozen=True)
+class DemoJob:
+    """One row of the demo: a benchmark, the recipe trained on it and its trivial rival.
 
-    task: str
+    `size` is the `n` the dataset's synthesizer gets (training examples per config);
+    `references(root)` is the official-format dev file or folder inside the synthetic
+    copy at `root`; `trivial(spec, cache_dir)` returns `{id: prediction}` of the rival.
+    """
+
     benchmark: str
-    dataset: str
-    config: str
+    baseline: str
     recipe: str
+    size: int
     references: Callable[[Path], Path]
     trivial: Callable[[Any, str], dict[Any, Any]]
     trivial_name: str
-    overrides: list[str] = field(default_factory=list)
-    baseline: str = "bert"
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+
+
+def demo_names(default_only: bool = False) -> list[str]:
+    """Registered demo jobs (those marked `default=True` with `default_only`)."""
+    from refbench.registry import DEMOS
+
+    names = DEMOS.names()
+    return [n for n in names if DEMOS.meta(n).get("default")] if default_only else names
+
+
+def resolve_tasks(tasks: list[str] | None) -> list[str]:
+    """`None` or `[]` -> the default jobs; `all` -> every job; else the names, checked."""
+    from refbench.registry import DEMOS
+
+    if not tasks:
+        return demo_names(default_only=True)
+    if "all" in tasks:
+        return demo_names()
+    for task in tasks:
+        DEMOS.entry(task)  # unknown names get the registry's did-you-mean error
+    return list(dict.fromkeys(tasks))
+
+
+def load_jobs(tasks: list[str]) -> list[tuple[str, DemoJob]]:
+    from refbench.registry import DEMOS
+
+    jobs = []
+    for task in tasks:
+        job = DEMOS.get(task)()
+        if not isinstance(job, DemoJob):
+            raise RefbenchError(f"demo job {task!r} must return a DemoJob, got "
+                                f"{type(job).__name__}")
+        jobs.append((task, job))
+    return jobs
 
 
 def _say(text: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def majority_predictions(spec: Any, cache_dir: str) -> dict[Any, Any]:
-    """The majority-class (mean, for regression) predictor fitted on the training split."""
-    from refbench.datasets.base import load_prepared
+def run_demo(workdir: Path, tasks: list[str] | None = None, fresh: bool = True,
+             size_factor: float = 1.0, max_steps: int | None = None) -> list[dict[str, Any]]:
+    """Run the demo jobs `tasks` (default: the registered defaults) in `workdir`.
 
-    train = load_prepared(spec.dataset.name, split=spec.train_split, config=spec.dataset.config,
-                          cache_dir=cache_dir)
-    dev = load_prepared(spec.dataset.name, split=spec.split, config=spec.dataset.config,
-                        cache_dir=cache_dir)
-    labels = list(train["label"])
-    if isinstance(labels[0], float):
-        value: Any = sum(labels) / len(labels)
-    else:
-        value = Counter(labels).most_common(1)[0][0]
-    return {idx: value for idx in dev["idx"]}
-
-
-def first_words_predictions(spec: Any, cache_dir: str, words: int = 3) -> dict[Any, Any]:
-    """SQuAD's trivial rival: the first words of the context as every answer."""
-    from refbench.datasets.base import load_prepared
-
-    dev = load_prepared(spec.dataset.name, split=spec.split, config=spec.dataset.config,
-                        cache_dir=cache_dir)
-    return {qid: " ".join(context.split()[:words])
-            for qid, context in zip(dev["id"], dev["context"])}
-
-
-def no_detections(spec: Any, cache_dir: str) -> dict[Any, Any]:
-    """KITTI's trivial rival: every validation frame without a detection."""
-    from refbench.datasets.base import load_prepared
-
-    dev = load_prepared(spec.dataset.name, split=spec.split, config=spec.dataset.config,
-                        cache_dir=cache_dir)
-    return {fid: {} for fid in dev["id"]}
-
-
-def _jobs(tasks: list[str], kitti_steps: int = KITTI_STEPS) -> list[Job]:
-    from refbench.datasets.glue import TASKS
-
-    jobs = []
-    for task in tasks:
-        if task == "kitti":
-            # the tiny SECOND with a bounded step budget (300 steps: ~1.5 min on 2 cores)
-            jobs.append(Job(task, "kitti-car-3d", "kitti", "default", "second_tiny_kitti",
-                            lambda root: root, no_detections, "no detections",
-                            [f"trainer.max_steps={kitti_steps}", "trainer.eval_every=0",
-                             f"trainer.save_every={kitti_steps}"], baseline="second"))
-            continue
-        if task == "squad":
-            jobs.append(Job(task, "squad-v1.1", "squad", "v1.1", "bert_tiny_squad",
-                            lambda root: root / "dev-v1.1.json", first_words_predictions,
-                            "first words", ["trainer.max_steps=200", "trainer.eval_every=100"]))
-            continue
-        glue = TASKS["mnli" if task == "mnli" else task]
-        dev_name = glue.splits["validation_matched" if task == "mnli" else "validation"]
-        jobs.append(Job(task, GLUE_BENCHMARKS[task], "glue", glue.config, "bert_tiny_glue",
-                        lambda root, g=glue, d=dev_name: root / g.folder / d,
-                        majority_predictions, "majority"))
-    return jobs
-
-
-def run_demo(workdir: Path, tasks: list[str], fresh: bool = True, n: int = 800,
-             kitti_frames: int = KITTI_FRAMES,
-             kitti_steps: int = KITTI_STEPS) -> list[dict[str, Any]]:
+    `size_factor` scales every synthetic dataset and `max_steps` caps every training run
+    (both for quick smoke runs); the table rows are returned."""
     from refbench.benchmarks.scoring import evaluate_file
-    from refbench.benchmarks.spec import get_spec
     from refbench.config import build_run_config
     from refbench.datasets.base import get_builder
     from refbench.leaderboard.worker import Worker
+    from refbench.registry import get_spec
     from refbench.runner import companions, predict, train, write_predictions
 
-    unknown = [t for t in tasks if t not in DEMO_TASKS]
-    if unknown:
-        raise RefbenchError(f"unknown demo task {unknown[0]!r} (choose from "
-                            f"{', '.join(DEMO_TASKS)})")
     started = time.time()
+    jobs = load_jobs(resolve_tasks(tasks))
     workdir = Path(workdir)
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
     cache, runs, board = workdir / "cache", workdir / "runs", workdir / "leaderboard.sqlite"
-    jobs = _jobs(tasks, kitti_steps)
+    specs = {task: get_spec(job.benchmark) for task, job in jobs}
     roots: dict[str, Path] = {}
-    for dataset in dict.fromkeys(job.dataset for job in jobs):
+    for dataset in dict.fromkeys(spec.dataset.name for spec in specs.values()):
+        mine = [(t, j) for t, j in jobs if specs[t].dataset.name == dataset]
+        size = max(2, math.ceil(max(j.size for _, j in mine) * size_factor))
         builder = get_builder(dataset)
         root = roots[dataset] = workdir / dataset
-        size = kitti_frames if dataset == "kitti" else n
         _say(f"synthesizing the official {dataset} layout ({size} training rows) -> {root}")
         builder.synthesize(root, n=size, seed=0)
-        configs = sorted({job.config for job in jobs if job.dataset == dataset})
+        configs = sorted({specs[t].dataset.config for t, _ in mine})
         _say(f"preparing {dataset}: {', '.join(configs)} -> {cache}")
         builder.prepare(root, cache, configs=configs, progress=True)
     lb = open_demo_board(board, workdir)
     teams = {name: _team(lb, name) for name in (DEMO_TEAM, TRIVIAL_TEAM)}
     table: list[dict[str, Any]] = []
-    for job in jobs:
-        spec = get_spec(job.benchmark)
+    for task, job in jobs:
+        spec = specs[task]
         _say(f"training {job.recipe} on {job.benchmark}")
-        config = build_run_config(job.baseline, job.benchmark, job.recipe,
-                                  [f"output_dir={runs}", f"data.cache_dir={cache}", *job.overrides])
+        overrides = [f"output_dir={runs}", f"data.cache_dir={cache}", *job.overrides]
+        if max_steps is not None:
+            overrides += [f"trainer.max_steps={max_steps}", "trainer.epochs=null",
+                          f"trainer.save_every={max_steps}"]
+        config = build_run_config(job.baseline, job.benchmark, job.recipe, overrides)
         summary = train(config)
         assert summary.result is not None
         run_dir = summary.run_dir
-        dev_refs = job.references(roots[job.dataset])
+        dev_refs = job.references(roots[spec.dataset.name])
         dev_pred = run_dir / "predictions" / spec.submission.filename
         result = evaluate_file(spec, dev_pred, references=dev_refs, model=summary.result.model,
                                seed=config.trainer.seed, read_options=companions(spec, dev_pred))
@@ -171,12 +150,11 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True, n: int = 800,
         trivial_file = write_predictions(spec, job.trivial(spec, str(cache)),
                                          workdir / "trivial" / spec.submission.filename)
         trivial = evaluate_file(spec, trivial_file, references=dev_refs)
-        lb.submit(teams[TRIVIAL_TEAM], spec.key, *_upload(trivial_file),
-                  model=job.trivial_name)
-        table.append({"benchmark": spec.key, "primary": spec.primary, "recipe": job.recipe,
-                      "model": result.primary_value, "trivial": trivial.primary_value,
-                      "trivial_name": job.trivial_name, "steps": summary.steps,
-                      "run": str(run_dir),
+        lb.submit(teams[TRIVIAL_TEAM], spec.key, *_upload(trivial_file), model=job.trivial_name)
+        table.append({"task": task, "benchmark": spec.key, "primary": spec.primary,
+                      "recipe": job.recipe, "model": result.primary_value,
+                      "trivial": trivial.primary_value, "trivial_name": job.trivial_name,
+                      "steps": summary.steps, "run": str(run_dir),
                       "test_submission": None if test_file is None else str(test_file)})
     _say("scoring the leaderboard submissions in limited worker processes")
     Worker(lb, time_limit=120).run(until_idle=True)
@@ -185,9 +163,6 @@ def run_demo(workdir: Path, tasks: list[str], fresh: bool = True, n: int = 800,
         raise RefbenchError(f"demo submission {failed[0]['id']} was rejected: {failed[0]['error']}")
     _print_table(table, board, workdir, time.time() - started)
     return table
-
-
-DEMO_TEAM, TRIVIAL_TEAM = "refbench-demo", "trivial-baselines"
 
 
 def _upload(path: Path) -> tuple[str, bytes]:

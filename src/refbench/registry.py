@@ -1,4 +1,4 @@
-"""One lazy registry class and the four registries: DATASETS, METRICS, BENCHMARKS, BASELINES.
+"""One lazy registry class and the registries every family plugs into.
 
 Code registers itself with a decorator (`@DATASETS.register("glue")`). So that
 `import refbench` and `refbench list` stay cheap, the registries also hold a lazy index
@@ -6,7 +6,18 @@ Code registers itself with a decorator (`@DATASETS.register("glue")`). So that
 (`python -m refbench.registry` rewrites `_index.py`; a contract test checks the two
 agree). Looking a name up imports only the module that defines it.
 
-Benchmarks are data, not code: their index is the `benchmarks/specs/*.yaml` folder.
+Benchmarks and recipes are data, not code: their index is every `specs/*.yaml` and
+`recipes/*.yaml` file of the package (a family keeps its recipes beside its baseline).
+
+Families from outside the repository are *plugins*: an installed package that declares
+an entry point in the group `refbench.plugins` whose value is its import name, e.g.
+
+    [project.entry-points."refbench.plugins"]
+    toy = "toy_refbench"
+
+Its decorators are found the same way (by reading its source, not importing it), and its
+`specs/` and `recipes/` folders join the built-in ones. A name defined twice, by refbench
+and a plugin or by two plugins, is an error that names both places.
 """
 
 from __future__ import annotations
@@ -15,7 +26,9 @@ import ast
 import difflib
 import fnmatch
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
@@ -24,6 +37,7 @@ from refbench.errors import RefbenchError
 T = TypeVar("T")
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+PLUGIN_GROUP = "refbench.plugins"
 
 
 @dataclass(frozen=True)
@@ -105,12 +119,20 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.names()) or 'none'})"
 
 
-class SpecRegistry(Registry[T]):
-    """A registry whose entries are YAML files parsed by `parse(path)`."""
+class FileRegistry(Registry[T]):
+    """A registry whose entries are YAML files (`name.yaml` in a `folder_name/` folder of
+    refbench or of a plugin), turned into objects by `parse(path)`."""
 
-    def __init__(self, kind: str, folder: Path, parse: Callable[[Path], T]) -> None:
-        super().__init__(kind, index=lambda: {p.stem: str(p) for p in sorted(folder.glob("*.yaml"))})
+    def __init__(self, kind: str, folder_name: str, parse: Callable[[Path], T]) -> None:
+        super().__init__(kind, index=lambda: _yaml_files(folder_name, kind))
         self._parse = parse
+
+    def path(self, name: str) -> Path:
+        """The file behind a name (unknown names get the did-you-mean error)."""
+        target = self.index.get(name)
+        if target is None:
+            raise RefbenchError(self._unknown(name))
+        return Path(target)
 
     def _load(self, name: str, target: str) -> None:
         self.add(name, self._parse(Path(target)))
@@ -120,31 +142,96 @@ def _describe(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
 
 
+# -- plugins ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Source:
+    """A package that contributes registered things: refbench itself or a plugin."""
+
+    name: str
+    module: str
+    root: Path
+
+
+@lru_cache(maxsize=1)
+def sources() -> tuple[Source, ...]:
+    """refbench, then every installed plugin (entry point group `refbench.plugins`)."""
+    from importlib.metadata import entry_points
+
+    found = [Source("refbench", "refbench", PACKAGE_ROOT)]
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        module = ep.value.split(":")[0].strip()
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not (spec.submodule_search_locations or spec.origin):
+            raise RefbenchError(f"refbench plugin {ep.name!r} names module {module!r}, which is "
+                                f"not importable (is its package installed?)")
+        root = Path(next(iter(spec.submodule_search_locations))) if spec.submodule_search_locations \
+            else Path(str(spec.origin))
+        found.append(Source(ep.name, module, root))
+    return tuple(found)
+
+
+def _yaml_files(folder_name: str, kind: str) -> dict[str, str]:
+    """`name -> path` of every `<folder_name>/*.yaml` in refbench and the plugins."""
+    out: dict[str, str] = {}
+    for src in sources():
+        if not src.root.is_dir():
+            continue
+        for path in sorted(src.root.rglob(f"{folder_name}/*.yaml")):
+            if path.stem in out:
+                raise RefbenchError(f"duplicate {kind} name {path.stem!r}: {out[path.stem]} and "
+                                    f"{path}")
+            out[path.stem] = str(path)
+    return out
+
+
 # -- the lazy index, generated from decorators ---------------------------------------
+#: registry variable name -> index kind
 _DECORATED = {"DATASETS": "dataset", "METRICS": "metric", "BASELINES": "baseline",
-              "FORMATS": "format"}
+              "FORMATS": "format", "SEARCHES": "search", "DEMOS": "demo"}
 
 
-def scan_decorators(root: Path = PACKAGE_ROOT) -> dict[str, dict[str, str]]:
-    """Find every `@DATASETS/METRICS/BASELINES.register("name", ...)` in the package source."""
+def _decorator_kind(dec: ast.expr) -> str | None:
+    """`@DATASETS.register(...)` or `@refbench.registry.DATASETS.register(...)` -> kind."""
+    if not (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)
+            and dec.func.attr == "register" and dec.args
+            and isinstance(dec.args[0], ast.Constant) and isinstance(dec.args[0].value, str)):
+        return None
+    owner = dec.func.value
+    name = owner.id if isinstance(owner, ast.Name) else \
+        owner.attr if isinstance(owner, ast.Attribute) else None
+    return _DECORATED.get(name or "")
+
+
+def scan_decorators(root: Path = PACKAGE_ROOT, package: str = "refbench") -> dict[str, dict[str, str]]:
+    """Find every `@DATASETS/METRICS/.../DEMOS.register("name", ...)` in a package's source."""
     found: dict[str, dict[str, str]] = {kind: {} for kind in _DECORATED.values()}
-    for path in sorted(root.rglob("*.py")):
-        module = ".".join(("refbench",) + path.relative_to(root).with_suffix("").parts)
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    files = [root] if root.is_file() else sorted(root.rglob("*.py"))
+    for path in files:
+        rel = path.relative_to(root.parent if root.is_file() else root).with_suffix("").parts
+        parts = rel if root.is_file() else (package, *rel)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        module = ".".join(parts)
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        except SyntaxError as exc:
+            raise RefbenchError(f"cannot read registrations: {exc.msg}", path=path,
+                                line=exc.lineno) from None
         for node in ast.walk(tree):
             if not isinstance(node, (ast.ClassDef, ast.FunctionDef)):
                 continue
             for dec in node.decorator_list:
-                if (isinstance(dec, ast.Call) and isinstance(dec.func, ast.Attribute)
-                        and dec.func.attr == "register" and isinstance(dec.func.value, ast.Name)
-                        and dec.func.value.id in _DECORATED and dec.args
-                        and isinstance(dec.args[0], ast.Constant)):
-                    kind = _DECORATED[dec.func.value.id]
-                    name = dec.args[0].value
-                    if name in found[kind]:
-                        raise RefbenchError(f"duplicate {kind} name {name!r} in {module} and "
-                                            f"{found[kind][name]}")
-                    found[kind][name] = f"{module}:{node.name}"
+                kind = _decorator_kind(dec)
+                if kind is None:
+                    continue
+                name = dec.args[0].value  # type: ignore[attr-defined]
+                if name in found[kind]:
+                    raise RefbenchError(f"duplicate {kind} name {name!r} in {module} and "
+                                        f"{found[kind][name]}")
+                found[kind][name] = f"{module}:{node.name}"
     return found
 
 
@@ -159,11 +246,30 @@ def render_index(found: dict[str, dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@lru_cache(maxsize=1)
+def _plugin_index() -> dict[str, dict[str, str]]:
+    merged: dict[str, dict[str, str]] = {}
+    for src in sources()[1:]:
+        for kind, names in scan_decorators(src.root, src.module).items():
+            into = merged.setdefault(kind, {})
+            for name, target in names.items():
+                if name in into:
+                    raise RefbenchError(f"duplicate {kind} name {name!r}: {into[name]} and {target}")
+                into[name] = target
+    return merged
+
+
 def _static_index(kind: str) -> Callable[[], dict[str, str]]:
     def load() -> dict[str, str]:
         from refbench._index import INDEX
 
-        return INDEX.get(kind, {})
+        own = dict(INDEX.get(kind, {}))
+        for name, target in _plugin_index().get(kind, {}).items():
+            if name in own:
+                raise RefbenchError(f"duplicate {kind} name {name!r}: refbench's {own[name]} and "
+                                    f"the plugin's {target}")
+            own[name] = target
+        return own
 
     return load
 
@@ -176,16 +282,25 @@ def _parse_benchmark(path: Path) -> Any:
 
 DATASETS: Registry[Any] = Registry("dataset", _static_index("dataset"))
 METRICS: Registry[Any] = Registry("metric", _static_index("metric"))
+FORMATS: Registry[Any] = Registry("submission format", _static_index("format"))
 BASELINES: Registry[Any] = Registry("baseline", _static_index("baseline"))
-BENCHMARKS: SpecRegistry[Any] = SpecRegistry("benchmark", PACKAGE_ROOT / "benchmarks" / "specs",
-                                             _parse_benchmark)
-REGISTRIES: dict[str, Registry[Any]] = {"datasets": DATASETS, "metrics": METRICS,
-                                        "benchmarks": BENCHMARKS, "baselines": BASELINES}
+SEARCHES: Registry[Any] = Registry("search", _static_index("search"))
+DEMOS: Registry[Any] = Registry("demo job", _static_index("demo"))
+BENCHMARKS: FileRegistry[Any] = FileRegistry("benchmark", "specs", _parse_benchmark)
+RECIPES: FileRegistry[Path] = FileRegistry("recipe", "recipes", lambda path: path)
+REGISTRIES: dict[str, Registry[Any]] = {
+    "datasets": DATASETS, "metrics": METRICS, "formats": FORMATS, "benchmarks": BENCHMARKS,
+    "baselines": BASELINES, "searches": SEARCHES, "demos": DEMOS, "recipes": RECIPES}
+
+
+def get_spec(name: str) -> Any:
+    """The `BenchmarkSpec` registered under `name`."""
+    return BENCHMARKS.get(name)
 
 
 def import_all(names: Iterable[str] | None = None) -> None:
-    """Import every indexed module (used by contract tests and `refbench list --verify`)."""
-    for reg in (DATASETS, METRICS, BASELINES):
+    """Import every indexed module (used by contract tests)."""
+    for reg in (DATASETS, METRICS, FORMATS, BASELINES, SEARCHES, DEMOS):
         for name in reg.names():
             if names is None or name in names:
                 reg.entry(name)

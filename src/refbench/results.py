@@ -2,7 +2,9 @@
 
 Every evaluation (a local run, a user's file, a leaderboard submission) writes the same
 document. `load_result` validates it, and upgrades older schema versions as they appear,
-so old result files keep loading.
+so old result files keep loading. A protocol's aggregate over seeds (`refbench train
+--protocol`) is a result too: its metrics are the means, and the optional `aggregate` block
+holds the seeds, the sample standard deviations and the per-seed values.
 """
 
 from __future__ import annotations
@@ -55,13 +57,15 @@ class Result:
     model: ModelInfo | None = None
     counts: dict[str, int] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    #: over-seeds summary of a protocol run: {seeds, n, std, per_seed, runs}; None for one run
+    aggregate: dict[str, Any] | None = None
 
     @property
     def primary_value(self) -> float:
         return self.metrics[self.primary]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "schema_version": self.schema_version,
             "benchmark": {"name": self.benchmark, "version": self.benchmark_version},
             "split": self.split,
@@ -72,6 +76,9 @@ class Result:
             "counts": self.counts,
             "provenance": asdict(self.provenance),
         }
+        if self.aggregate is not None:  # only aggregates carry the key: single runs are unchanged
+            doc["aggregate"] = self.aggregate
+        return doc
 
     def write(self, path: str | os.PathLike[str]) -> None:
         atomic_write_json(path, self.to_json())
@@ -115,6 +122,44 @@ def _upgrade(data: dict[str, Any], path: Path) -> dict[str, Any]:
                                         f"(this refbench reads 1..{SCHEMA_VERSION})")
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_aggregate(data: Any, metrics: dict[str, Any], p: Path) -> dict[str, Any]:
+    """Validate a result's `aggregate` block: int seeds, n = len(seeds), and std / per_seed
+    keyed by metrics of the result (per_seed lists one value per seed)."""
+    if not isinstance(data, dict):
+        raise _fail(p, "aggregate", "expected a mapping {seeds, n, std, per_seed, runs}")
+    seeds = data.get("seeds")
+    if not isinstance(seeds, list) or not seeds or \
+            any(not isinstance(s, int) or isinstance(s, bool) for s in seeds):
+        raise _fail(p, "aggregate.seeds", "expected a non-empty list of integer seeds")
+    if data.get("n") != len(seeds):
+        raise _fail(p, "aggregate.n", f"expected the number of seeds ({len(seeds)}), "
+                                      f"got {data.get('n')!r}")
+    for part in ("std", "per_seed"):
+        block = data.get(part)
+        if not isinstance(block, dict):
+            raise _fail(p, f"aggregate.{part}", "expected a mapping keyed by metric")
+        for key, value in block.items():
+            if key not in metrics:
+                raise _fail(p, f"aggregate.{part}.{key}", "not one of the result's metrics")
+            ok = _number(value) if part == "std" else (
+                isinstance(value, list) and len(value) == len(seeds) and all(map(_number, value)))
+            if not ok:
+                raise _fail(p, f"aggregate.{part}.{key}",
+                            "expected a finite number" if part == "std" else
+                            f"expected {len(seeds)} finite numbers, one per seed")
+    runs = data.get("runs", [])
+    if not isinstance(runs, list) or any(not isinstance(r, str) for r in runs):
+        raise _fail(p, "aggregate.runs", "expected a list of run folder names")
+    return {"seeds": list(seeds), "n": len(seeds),
+            "std": {k: float(v) for k, v in data["std"].items()},
+            "per_seed": {k: [float(x) for x in v] for k, v in data["per_seed"].items()},
+            "runs": list(runs)}
+
+
 def load_result(path: str | os.PathLike[str]) -> Result:
     """Read and validate a result.json; every problem names the file and the key."""
     p = Path(path)
@@ -143,7 +188,7 @@ def parse_result(data: Any, p: Path) -> Result:
     if not isinstance(metrics, dict) or not metrics:
         raise _fail(p, "metrics", "expected a non-empty mapping")
     for key, value in metrics.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        if not _number(value):
             raise _fail(p, f"metrics.{key}", f"expected a finite number, got {value!r}")
     directions = data["directions"]
     if not isinstance(directions, dict) or set(directions) != set(metrics) \
@@ -171,4 +216,6 @@ def parse_result(data: Any, p: Path) -> Result:
                                                       ModelInfo.__dataclass_fields__}),
         counts={k: int(v) for k, v in (data.get("counts") or {}).items()},
         schema_version=SCHEMA_VERSION,
+        aggregate=None if data.get("aggregate") is None else
+        parse_aggregate(data["aggregate"], metrics, p),
     )

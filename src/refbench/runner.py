@@ -57,7 +57,7 @@ def run_dir_of(config: RunConfig) -> Path:
     return Path(config.output_dir) / (config.name or default_run_name(config))
 
 
-def _rows(spec: "BenchmarkSpec", split: str, config: RunConfig) -> tuple["hf_datasets.Dataset", bool]:
+def load_rows(spec: "BenchmarkSpec", split: str, config: RunConfig) -> tuple["hf_datasets.Dataset", bool]:
     """The split's rows, cut to `data.limit`; the flag says whether rows were cut."""
     from refbench.datasets.base import load_prepared
 
@@ -69,18 +69,38 @@ def _rows(spec: "BenchmarkSpec", split: str, config: RunConfig) -> tuple["hf_dat
 
 
 def predict_rows(model: "Baseline", rows: "hf_datasets.Dataset", batch_size: int) -> dict[Any, Any]:
-    """Run `model.predict` over rows in order; returns `{id: value}`."""
+    """Run `model.predict` over rows in order, each batch on the model's device; returns
+    `{id: value}`."""
     import torch
 
+    from refbench.engine.device import model_device, to_device
+
     features = model.encode(rows)
+    device = model_device(model)
     preds = []
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(features), batch_size):
-            preds.extend(model.predict(model.collate(features[start:start + batch_size])))
+            batch = model.collate(features[start:start + batch_size])
+            preds.extend(model.predict(to_device(batch, device)))
     model.train(was_training)
     return model.finalize(rows, features, preds)
+
+
+def metric_options(spec: "BenchmarkSpec", values: dict[str, Any]) -> dict[str, Any]:
+    """A run's `evaluation:` section checked against its metric's declared options."""
+    from refbench.registry import METRICS
+
+    declared = {o.name: o for o in METRICS.get(spec.metric.name).options}
+    out = {}
+    for key, value in values.items():
+        if key not in declared:
+            known = ", ".join(declared) or "none"
+            raise RefbenchError(f"metric {spec.metric.name} has no option {key!r} (its options: "
+                                f"{known})", key=f"evaluation.{key}")
+        out[key] = declared[key].parse(value) if isinstance(value, str) else value
+    return out
 
 
 def write_predictions(spec: "BenchmarkSpec", predictions: dict[Any, Any], path: Path) -> Path:
@@ -113,7 +133,7 @@ def _steps_for(config: RunConfig, n_train: int) -> int:
 def train(config: RunConfig, resume: bool = False) -> RunSummary:
     """Train a baseline on a benchmark's training split and score its predictions."""
     from refbench.benchmarks.scoring import evaluate_file
-    from refbench.benchmarks.spec import get_spec
+    from refbench.registry import get_spec
     from refbench.engine import DistContext, Trainer, load_model_weights
     from refbench.registry import BASELINES
 
@@ -121,6 +141,7 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
     spec = get_spec(config.benchmark)
     baseline_cls = BASELINES.get(config.baseline)
     baseline_cls.validate_config(config.model, spec)  # before anything is written
+    options = metric_options(spec, config.evaluation)
     run_dir = run_dir_of(config)
     ckpts = run_dir / "checkpoints"
     if not resume and ckpts.exists() and any(ckpts.iterdir()):
@@ -128,9 +149,9 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
                             "or --name for a new run", path=run_dir)
     if resume and not ckpts.exists():
         raise RefbenchError("nothing to resume: no checkpoints", path=run_dir)
-    train_rows, _ = _rows(spec, config.data.train_split or spec.train_split, config)
+    train_rows, _ = load_rows(spec, config.data.train_split or spec.train_split, config)
     eval_split = config.data.eval_split or spec.split
-    eval_rows, cut = _rows(spec, eval_split, config)
+    eval_rows, cut = load_rows(spec, eval_split, config)
     # a `--limit` smoke run is scored on the rows it used, and its result says so
     subset = eval_rows if cut else None
     config.trainer.max_steps = _steps_for(config, len(train_rows))
@@ -152,7 +173,8 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
             preds = predict_rows(module, eval_rows, config.trainer.eval_batch_size)
             path = write_predictions(spec, preds, pred_dir / f"{eval_split}.eval")
             return evaluate_file(spec, path, split=eval_split, cache_dir=config.data.cache_dir,
-                                 rows=subset, read_options=companions(spec, path)).metrics
+                                 rows=subset, read_options=companions(spec, path),
+                                 metric_options=options).metrics
 
         trainer = Trainer(model, config.trainer, run_dir, features, model.collate,
                           evaluate=evaluate, primary=spec.primary,
@@ -165,7 +187,8 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
             path = write_predictions(spec, preds, pred_dir / spec.submission.filename)
             result = evaluate_file(spec, path, split=eval_split, cache_dir=config.data.cache_dir,
                                    rows=subset, model=_model_info(config, model),
-                                   seed=config.trainer.seed, read_options=companions(spec, path))
+                                   seed=config.trainer.seed, read_options=companions(spec, path),
+                                   metric_options=options)
             result.write(run_dir / "result.json")
         dist.barrier()
     finally:
@@ -211,7 +234,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
 def predict(run_dir: Path, split: str, output: Path, which: str = "best",
             cache_dir: str | None = None) -> Path:
     """Rebuild a trained baseline from its run folder and write a submission file."""
-    from refbench.benchmarks.spec import get_spec
+    from refbench.registry import get_spec
     from refbench.engine import find_checkpoint, load_model_weights
     from refbench.registry import BASELINES
 

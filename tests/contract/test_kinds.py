@@ -11,21 +11,29 @@ from pathlib import Path
 
 import pytest
 
-from refbench.benchmarks.formats import FORMATS
-from refbench.registry import BASELINES, BENCHMARKS, DATASETS, METRICS
+from refbench.benchmarks.formats import FORMATS, SubmissionFormat
+from refbench.registry import BASELINES, BENCHMARKS, DATASETS, DEMOS, METRICS, SEARCHES
+
+
+class _Prepared(dict):
+    """Each dataset synthesized small and prepared once, on first use: (root, cache)."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def __missing__(self, name: str) -> tuple[Path, Path]:
+        base = self.factory.mktemp(f"contract-{name}")
+        builder = DATASETS.get(name)()
+        root = builder.synthesize(base / "src", n=40, seed=1)
+        builder.prepare(root, base / "cache")
+        self[name] = (root, base / "cache")
+        return self[name]
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
-    """Each dataset synthesized small and prepared once (root, cache)."""
-    out = {}
-    for name in DATASETS.names():
-        base = tmp_path_factory.mktemp(f"contract-{name}")
-        builder = DATASETS.get(name)()
-        root = builder.synthesize(base / "src", n=40, seed=1)
-        builder.prepare(root, base / "cache")
-        out[name] = (root, base / "cache")
-    return out
+    return _Prepared(tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", DATASETS.names())
@@ -77,8 +85,8 @@ def test_benchmark_contract(name: str, prepared: dict[str, tuple[Path, Path]],
     entry = METRICS.entry(spec.metric.name)
     assert str(entry.meta["version"]) == spec.metric.version
     fmt = FORMATS.get(spec.submission.format)()
-    if spec.submission.format == "glue_dir":
-        pytest.skip("whole-benchmark format: covered by its golden tests")
+    if fmt.references_required:
+        pytest.skip("scored against an official label folder only: covered by golden tests")
     _, cache = prepared[spec.dataset.name]
     assert spec.split in builder.splits(spec.dataset.config)
     assert spec.train_split in builder.splits(spec.dataset.config)
@@ -86,13 +94,12 @@ def test_benchmark_contract(name: str, prepared: dict[str, tuple[Path, Path]],
                          cache_dir=str(cache))
     refs = fmt.references_from_dataset(rows, spec)
     path = tmp_path / spec.submission.filename
-    if spec.submission.format == "squad_json":  # a reference is a list of gold texts
-        perfect = {qid: golds[0] if golds else "" for qid, golds in refs.items()}
-        fmt.write(path, perfect, spec)
-        assert {k: v["text"] for k, v in fmt.read(path, spec).items()} == perfect
-    else:
-        fmt.write(path, refs, spec)
-        assert fmt.read(path, spec) == pytest.approx(refs)
+    fmt.write(path, fmt.perfect_predictions(refs), spec)
+    first = fmt.read(path, spec)
+    assert set(first) == set(refs)
+    again = tmp_path / "again" / spec.submission.filename
+    fmt.write(again, first, spec)  # what a format reads, it can write back
+    assert set(fmt.read(again, spec)) == set(first)
     result = evaluate_file(spec, path, cache_dir=str(cache))
     assert spec.primary in result.metrics
     assert all(math.isfinite(v) for v in result.metrics.values())
@@ -101,12 +108,13 @@ def test_benchmark_contract(name: str, prepared: dict[str, tuple[Path, Path]],
 @pytest.mark.parametrize("name", BASELINES.names())
 def test_baseline_contract(name: str) -> None:
     from refbench.baselines.base import Baseline
-    from refbench.config import RECIPES_DIR, load_recipe
+    from refbench.config import load_recipe
+    from refbench.registry import RECIPES
 
     cls = BASELINES.get(name)
     assert issubclass(cls, Baseline)
     assert dataclasses.is_dataclass(cls.Config)
-    recipes = [p.stem for p in RECIPES_DIR.glob(f"{name}_*.yaml")]
+    recipes = RECIPES.list(f"{name}_*")
     assert recipes, f"baseline {name} has no recipe"
     for recipe in recipes:
         data = load_recipe(recipe)
@@ -115,3 +123,37 @@ def test_baseline_contract(name: str) -> None:
         if not variant.startswith("tiny"):
             siblings = {f"{model}_tiny_{bench}", f"{model}_tiny{variant}_{bench}"}
             assert siblings & set(recipes), f"{recipe} has no tiny sibling"
+
+
+@pytest.mark.parametrize("name", SEARCHES.names())
+def test_search_contract(name: str) -> None:
+    from refbench.options import Option
+    from refbench.search import Search
+
+    cls = SEARCHES.get(name)
+    assert issubclass(cls, Search) and cls.summary and (cls.__doc__ or "").strip()
+    assert all(isinstance(o, Option) for o in cls.options)
+    assert set(cls.required) <= {o.name for o in cls.options}
+
+
+@pytest.mark.parametrize("name", DEMOS.names())
+def test_demo_job_contract(name: str) -> None:
+    """A demo job names a benchmark, a baseline and a recipe that exist and agree."""
+    from refbench.config import load_recipe
+    from refbench.demo import DemoJob
+
+    job = DEMOS.get(name)()
+    assert isinstance(job, DemoJob) and job.size > 0 and job.trivial_name
+    spec = BENCHMARKS.get(job.benchmark)
+    assert job.baseline in BASELINES
+    assert load_recipe(job.recipe).get("baseline", job.baseline) == job.baseline
+    assert spec.dataset.name in DATASETS
+
+
+@pytest.mark.parametrize("name", FORMATS.names())
+def test_format_contract(name: str) -> None:
+    from refbench.options import Option
+
+    cls = FORMATS.get(name)
+    assert issubclass(cls, SubmissionFormat)
+    assert all(isinstance(o, Option) for o in cls.read_options)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from refbench.datasets.glue import (GlueBuilder, derive_mrpc, read_config, read_sts_benchmark_csv,
+from refbench.datasets.glue.builder import (GlueBuilder, derive_mrpc, read_config, read_sts_benchmark_csv,
                                     read_task_file)
 
 DUMMY = "glue/excerpts/hf_datasets_dummy"
@@ -78,7 +78,7 @@ EXCERPTS = [
                          ids=[f"{e[0]}-{e[1]}" for e in EXCERPTS])
 def test_excerpt_parses(shared_data: Path, config: str, split: str, rel: str, count: int,
                         texts: tuple, label: float) -> None:
-    from refbench.datasets.glue import TASKS
+    from refbench.datasets.glue.builder import TASKS
 
     rows = read_task_file(shared_data / DUMMY / rel, config, split)
     assert len(rows) == count

@@ -15,8 +15,9 @@ from scipy import stats
 from sklearn.metrics import matthews_corrcoef
 
 from refbench.benchmarks.formats import FORMATS
-from refbench.benchmarks.glue_format import GlueDirFormat, GlueTsvFormat, server_file, spec_task
-from refbench.benchmarks.spec import DatasetRef, get_spec, load_spec
+from refbench.benchmarks.formats.glue import GlueDirFormat, GlueTsvFormat, server_file, spec_task
+from refbench.benchmarks.spec import DatasetRef, load_spec
+from refbench.registry import get_spec
 from refbench.errors import RefbenchError
 from refbench.evaluation import glue
 from refbench.registry import BENCHMARKS, METRICS, PACKAGE_ROOT

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refbench.benchmarks.kitti_format import read_label_dir
+from refbench.benchmarks.formats.kitti import read_label_dir
 from refbench.evaluation.kitti import kitti_eval
 
 CLASS_NAMES = ["car", "pedestrian", "cyclist", "van", "person_sitting", "truck"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refbench.datasets import kitti_geometry as geo
+from refbench.datasets.kitti import geometry as geo
 from refbench.datasets.base import load_prepared
-from refbench.datasets.kitti import KittiBuilder, read_frame, read_velodyne
+from refbench.datasets.kitti.builder import KittiBuilder, read_frame, read_velodyne
 from refbench.io import sha256_file
 
 IDS = ("000000", "000001", "000002")
@@ -96,7 +96,7 @@ def test_real_frames_prepare_and_load(small_root: Path, tmp_path: Path) -> None:
     builder = KittiBuilder()
     assert builder.check(small_root).ok, builder.check(small_root).problems
     manifest = builder.prepare(small_root, tmp_path / "cache")
-    assert manifest["splits"]["default"] == {"train": 1, "val": 2, "test": 0}
+    assert manifest["splits"]["default"] == {"train": 1, "validation": 2, "test": 0}
     val = load_prepared("kitti", split="val", cache_dir=str(tmp_path / "cache"))
     assert val["id"] == ["000001", "000002"]
     row = val.with_format("numpy")[0]

@@ -137,7 +137,7 @@ def _root(shared: Path, tmp_path: Path) -> Path:
 # -- the dev subsets parse --------------------------------------------------------------
 def test_real_dev_subsets_check_and_prepare(shared_data: Path, tmp_path: Path) -> None:
     from refbench.datasets.base import load_prepared
-    from refbench.datasets.squad import SquadBuilder
+    from refbench.datasets.squad.builder import SquadBuilder
 
     root = _root(shared_data, tmp_path)
     builder = SquadBuilder()
@@ -257,7 +257,7 @@ def test_missing_predictions_score_zero_and_are_counted(shared_data: Path, tmp_p
 
 def test_references_from_a_root_folder_and_the_prepared_split(shared_data: Path,
                                                                tmp_path: Path) -> None:
-    from refbench.datasets.squad import SquadBuilder
+    from refbench.datasets.squad.builder import SquadBuilder
 
     root = _root(shared_data, tmp_path)
     dev = shared_data / V2_DEV
@@ -275,7 +275,7 @@ def test_references_from_a_root_folder_and_the_prepared_split(shared_data: Path,
 
 def test_copied_dev_with_a_broken_offset_names_file_and_question(shared_data: Path,
                                                                  tmp_path: Path) -> None:
-    from refbench.datasets.squad import SquadBuilder
+    from refbench.datasets.squad.builder import SquadBuilder
 
     root = _root(shared_data, tmp_path)
     data = json.loads((shared_data / V2_DEV).read_text(encoding="utf-8"))

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refbench.datasets import waymo as W
-from refbench.datasets import waymo_v1 as V1
+from refbench.datasets.waymo import builder as W
+from refbench.datasets.waymo import reader as R
+from refbench.datasets.waymo import v1 as V1
 from refbench.errors import RefbenchError
 from refbench.evaluation.waymo import Waymo3DMetric, iou_3d
 
@@ -41,7 +42,7 @@ def test_v2_prepare_fails_with_the_precise_reason(waymo: Path, tmp_path: Path):
 
 
 def test_v2_vehicle_pose_is_read(waymo: Path):
-    poses = W.read_vehicle_pose(waymo / "v2" / "training" / "vehicle_pose" / f"{SEGMENT}.parquet")
+    poses = R.read_vehicle_pose(waymo / "v2" / "training" / "vehicle_pose" / f"{SEGMENT}.parquet")
     assert len(poses) == 199
     stamps = sorted(poses)
     steps = np.diff(stamps)
@@ -111,7 +112,7 @@ def test_gt_bin_scored_against_the_frame_labels(waymo: Path):
 
 def test_evaluate_official_bin_files_end_to_end(waymo: Path, tmp_path: Path):
     from refbench.benchmarks.scoring import evaluate_file
-    from refbench.benchmarks.waymo_format import read_box_file, write_box_file
+    from refbench.benchmarks.formats.waymo import read_box_file, write_box_file
 
     gt_bin = waymo / "v1" / "validation" / "gt.bin"
     result = evaluate_file("waymo-3d", gt_bin, references=gt_bin)

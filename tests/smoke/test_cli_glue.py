@@ -127,7 +127,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: s
 
 def test_predictions_with_missing_or_extra_ids_are_rejected(glue_env: dict[str, Path],
                                                             tmp_path: Path) -> None:
-    from refbench.datasets.glue import read_task_file
+    from refbench.datasets.glue.builder import read_task_file
 
     dev = glue_env["root"] / "SST-2" / "dev.tsv"
     n = len(read_task_file(dev, "sst2", "validation"))
@@ -165,3 +165,26 @@ def test_init_from_a_local_checkpoint(sst2_run: Path, glue_env: dict[str, Path],
     assert result.split == "validation[:32]" and result.counts["references"] == 32
     assert result.model is not None and result.model.params is not None
     assert result.model.params < 2_000_000
+
+
+def test_os_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder where a file belongs (predictions or references) and an unreadable file
+    give one line and exit 2, never a traceback."""
+    from tests.helpers import run_cli
+
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    preds = tmp_path / "CoLA.tsv"
+    preds.write_text("index\tprediction\n0\t1\n", encoding="utf-8")
+    for args in (["evaluate", "glue-cola", "--predictions", str(folder)],
+                 ["evaluate", "glue-cola", "--predictions", str(preds), "--references",
+                  str(folder)]):
+        assert run_cli(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("refbench: error:") and str(folder) in err[0]
+    unreadable = tmp_path / "dev.tsv"
+    unreadable.write_bytes(b"\xff\xfe\x00bad")
+    assert run_cli(["evaluate", "glue-cola", "--predictions", str(preds), "--references",
+                    str(unreadable)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("refbench: error:")

@@ -11,7 +11,7 @@ from refbench.leaderboard.db import LeaderboardDB
 
 
 def test_demo_beats_majority_and_records_results(tmp_path: Path) -> None:
-    table = run_demo(tmp_path / "demo", ["sst2", "cola"], n=400)
+    table = run_demo(tmp_path / "demo", ["sst2", "cola"], size_factor=0.5)
     assert [row["benchmark"] for row in table] == ["glue-sst2@1", "glue-cola@1"]
     for row in table:
         assert row["model"] > row["trivial"] + 10, row
@@ -36,7 +36,7 @@ def test_demo_3d_part_records_a_verified_folder_submission(tmp_path: Path) -> No
     steps, predict label_2 folders, score them, and upload the folder (zipped) to the
     demo board, where the worker verifies it."""
     pytest.importorskip("spconv", reason="the [3d] extra is not installed")
-    (row,) = run_demo(tmp_path / "demo", ["kitti"], kitti_frames=16, kitti_steps=3)
+    (row,) = run_demo(tmp_path / "demo", ["kitti"], size_factor=0.1, max_steps=3)
     assert row["benchmark"] == "kitti-car-3d@1" and row["trivial"] == 0.0
     assert Path(row["test_submission"]).is_dir()
     db = tmp_path / "demo" / "leaderboard.sqlite"

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 from refbench.baselines.det3d.second import Second  # noqa: E402
 from refbench.benchmarks.scoring import evaluate_file  # noqa: E402
-from refbench.benchmarks.spec import get_spec  # noqa: E402
+from refbench.registry import get_spec  # noqa: E402
 from tests.helpers import run_cli  # noqa: E402
 from refbench.config import build_run_config  # noqa: E402
 from refbench.datasets.base import get_builder, load_prepared  # noqa: E402
@@ -135,7 +135,7 @@ def test_init_from_is_not_available(kitti: dict[str, Path], tmp_path: Path) -> N
 
 def test_other_datasets_are_refused() -> None:
     config = build_run_config("second", "kitti-car-3d", "second_tiny_kitti", [])
-    with pytest.raises(RefbenchError, match="KITTI or Waymo"):
+    with pytest.raises(RefbenchError, match="run on 3d-detection benchmarks"):
         Second.validate_config(config.model, get_spec("glue-sst2"))
 
 

@@ -32,7 +32,7 @@ pytest.importorskip("uvicorn", reason="the [serve] extra is not installed")
 
 from refbench.benchmarks.formats import FORMATS
 from refbench.benchmarks.scoring import align, compute_metrics, evaluate_file
-from refbench.benchmarks.spec import get_spec
+from refbench.registry import get_spec
 from refbench.leaderboard.archive import zip_folder
 from refbench.leaderboard.db import LeaderboardDB, Quotas
 from refbench.leaderboard.split import partition, split_pairs

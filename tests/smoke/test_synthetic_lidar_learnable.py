@@ -171,7 +171,7 @@ def evaluate(model: nn.Module, feats: torch.Tensor, gts: list[tuple[np.ndarray, 
 # -- the test ----------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", [0])
 def test_tiny_bev_detector_learns_cars(tmp_path: Path, seed: int) -> None:
-    from refbench.datasets.kitti import KittiBuilder
+    from refbench.datasets.kitti.builder import KittiBuilder
 
     builder = KittiBuilder()
     builder.synthesize(tmp_path / "raw", n=FRAMES, seed=seed)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from refbench.baselines.bert import Bert, build_wordpiece_vocab
-from refbench.benchmarks.spec import get_spec
+from refbench.baselines.nlp.bert import Bert, build_wordpiece_vocab
+from refbench.registry import get_spec
 from refbench.datasets.base import get_builder, load_prepared
 
 TEXTS = ["The cat sat on the mat.", "A dog ran; the dog barked!", "Unbelievable tokens appear."]
@@ -18,7 +18,7 @@ TEXTS = ["The cat sat on the mat.", "A dog ran; the dog barked!", "Unbelievable 
 
 def test_vocab_is_identical_across_processes() -> None:
     """The `tokenizers` trainer breaks ties in hash order; ours must not."""
-    code = ("from refbench.baselines.bert import build_wordpiece_vocab as b;"
+    code = ("from refbench.baselines.nlp.bert import build_wordpiece_vocab as b;"
             f"print(sorted(b({TEXTS!r} * 3, 40, True).items()))")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True).stdout for _ in range(3)}

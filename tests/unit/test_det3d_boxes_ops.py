@@ -14,7 +14,7 @@ import torch
 
 from refbench.baselines.det3d import boxes as bx
 from refbench.baselines.det3d import ops
-from refbench.datasets import kitti_geometry as geo
+from refbench.datasets.kitti import geometry as geo
 from refbench.evaluation import kitti_iou
 
 

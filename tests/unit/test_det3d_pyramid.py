@@ -25,7 +25,7 @@ from refbench.baselines.det3d.pyramid_rcnn import (
     waymo_pv_config,
 )
 from refbench.baselines.det3d.roi_head import ProposalTargetConfig
-from refbench.datasets.kitti_geometry import box_corners_lidar
+from refbench.datasets.kitti.geometry import box_corners_lidar
 from refbench.errors import RefbenchError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,15 +13,15 @@ pytest.importorskip("spconv", reason="the [3d] extra is not installed")
 import torch  # noqa: E402
 
 from refbench.benchmarks.scoring import evaluate_file  # noqa: E402
-from refbench.benchmarks.spec import get_spec  # noqa: E402
-from refbench.config import RECIPES_DIR, build_run_config  # noqa: E402
+from refbench.registry import get_spec  # noqa: E402
+from refbench.config import build_run_config  # noqa: E402
 from refbench.datasets.base import get_builder, load_prepared  # noqa: E402
-from refbench.registry import BASELINES  # noqa: E402
+from refbench.registry import BASELINES, RECIPES as RECIPE_FILES  # noqa: E402
 from refbench.runner import predict_rows, write_predictions  # noqa: E402
 
 FAMILIES = ("second", "votr", "pyramid")
 BENCH = {"kitti": "kitti-car-3d", "waymo": "waymo-3d"}
-RECIPES = sorted(p.stem for f in FAMILIES for p in RECIPES_DIR.glob(f"{f}_*.yaml"))
+RECIPES = sorted(n for f in FAMILIES for n in RECIPE_FILES.list(f"{f}_*"))
 TINY = [r for r in RECIPES if r.split("_")[1].startswith("tiny")]
 
 

@@ -18,7 +18,7 @@ from refbench.baselines.det3d.voxelize import (
     batch_voxelize,
     voxelize,
 )
-from refbench.datasets.kitti_geometry import points_in_boxes
+from refbench.datasets.kitti.geometry import points_in_boxes
 from refbench.errors import RefbenchError
 from refbench.evaluation.kitti_iou import bev_intersection
 
@@ -29,7 +29,7 @@ KITTI_RANGE = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
 
 
 def _kitti_frames(root: Path) -> list[dict]:
-    from refbench.datasets.kitti import read_frame
+    from refbench.datasets.kitti.builder import read_frame
 
     frames = []
     for split, fid in (("train", "000000"), ("val", "000001"), ("val", "000002")):

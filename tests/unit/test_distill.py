@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from refbench.baselines.distill import (BertTeacher, DistillConfig, EncoderOutputs, distill_losses,
+from refbench.baselines.nlp.distill import (BertTeacher, DistillConfig, EncoderOutputs, distill_losses,
                                         layer_map, load_teacher, soft_cross_entropy)
 from refbench.errors import RefbenchError
 

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from refbench.baselines.distill import (DistillConfig, EncoderOutputs, distill_losses,
+from refbench.baselines.nlp.distill import (DistillConfig, EncoderOutputs, distill_losses,
                                         soft_cross_entropy, span_soft_cross_entropy)
-from refbench.baselines.efficientbert import EfficientBert, EfficientBertClassifier
-from refbench.benchmarks.spec import get_spec
+from refbench.baselines.nlp.efficientbert.model import EfficientBert, EfficientBertClassifier
+from refbench.registry import get_spec
 from refbench.config import build_run_config
 from refbench.datasets.base import get_builder, load_prepared
 from refbench.errors import RefbenchError
@@ -225,7 +225,7 @@ def test_incompatible_students_are_refused_in_one_line(env: dict[str, Path], tmp
 
 
 def test_tokenizer_mismatches_are_refused(env: dict[str, Path], tmp_path: Path) -> None:
-    from refbench.baselines.bert import train_wordpiece
+    from refbench.baselines.nlp.bert import train_wordpiece
 
     spec, rows = get_spec("glue-sst2"), _rows(env, "sst2")
     other = tmp_path / "other-tokenizer"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from refbench.baselines.efficientbert import (EfficientBertClassifier, EfficientBertConfig,
+from refbench.baselines.nlp.efficientbert.model import (EfficientBertClassifier, EfficientBertConfig,
                                               check_config)
-from refbench.baselines.efficientbert_space import PUBLISHED_EFFICIENTBERT, LinearType
-from refbench.benchmarks.spec import get_spec
+from refbench.baselines.nlp.efficientbert.space import PUBLISHED_EFFICIENTBERT, LinearType
+from refbench.registry import get_spec
 from refbench.config import from_dict, load_recipe
 from refbench.datasets.base import get_builder, load_prepared
 from refbench.errors import RefbenchError
@@ -106,7 +106,7 @@ def test_recipes_describe_the_published_students(recipe: str, layers: int, hidde
 
 
 def test_tinybert4_recipe() -> None:
-    from refbench.baselines.bert import BertConfig
+    from refbench.baselines.nlp.bert import BertConfig
 
     data = load_recipe("bert_tinybert4_glue")
     assert data["baseline"] == "bert"

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from refbench.baselines.distill import DistillConfig, span_soft_cross_entropy
-from refbench.baselines.efficientbert import (EfficientBert, EfficientBertQuestionAnswering,
+from refbench.baselines.nlp.distill import DistillConfig, span_soft_cross_entropy
+from refbench.baselines.nlp.efficientbert.model import (EfficientBert, EfficientBertQuestionAnswering,
                                               EfficientBertStudent)
-from refbench.baselines.qa import span_loss
-from refbench.benchmarks.spec import get_spec
+from refbench.baselines.nlp.qa import span_loss
+from refbench.registry import get_spec
 from refbench.config import build_run_config, from_dict, load_recipe
 from refbench.datasets.base import get_builder, load_prepared
 from refbench.registry import BASELINES

@@ -15,15 +15,15 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from refbench.baselines.efficientbert import (EfficientBertConfig, EfficientBertEncoder, FitDense,
+from refbench.baselines.nlp.efficientbert.model import (EfficientBertConfig, EfficientBertEncoder, FitDense,
                                               check_config)
-from refbench.baselines.efficientbert_sampler import (STAGES, Budget, LanasSampler,
+from refbench.baselines.nlp.efficientbert.sampler import (STAGES, Budget, LanasSampler,
                                                       StageSampler)
-from refbench.baselines.efficientbert_search import RECIPE_FILE, search
-from refbench.baselines.efficientbert_space import (LinearType, architecture_hash, build_ffn,
+from refbench.baselines.nlp.efficientbert.search import RECIPE_FILE, search
+from refbench.baselines.nlp.efficientbert.space import (LinearType, architecture_hash, build_ffn,
                                                     check_widths, enumerate_linear_types,
                                                     parse_valid)
-from refbench.baselines.efficientbert_supernet import (Architecture, EfficientBertSupernet,
+from refbench.baselines.nlp.efficientbert.supernet import (Architecture, EfficientBertSupernet,
                                                        retype, student_parameter_count)
 from tests.helpers import run_cli
 
@@ -352,7 +352,7 @@ def test_issue_order_loss_proxy_and_largest_warmup(env: dict[str, Path]) -> None
     ([], "missing", "not a run folder"),
     (["--benchmark", "glue-nope"], None, "unknown benchmark"),
     (["--benchmark", "glue-cola"], None, "the teacher was trained on glue-sst2"),
-    (["--benchmark", "squad-v1.1"], None, "runs on one GLUE task"),
+    (["--benchmark", "squad-v1.1"], None, "classification or regression task"),
     (["--set", "model.num_heads=2"], None, "attention heads differ"),
     (["--set", "search.max_params=1000"], None, "no architecture fits the parameter budget"),
     (["--set", "search.stages=[joint,deep]"], None, "unknown stage 'deep'"),
@@ -372,6 +372,8 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(
 
 def test_search_help_explains_the_stages(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["search", "--help"]) == 0
+    assert "searches show" in capsys.readouterr().out
+    assert run_cli(["searches", "show", "efficientbert"]) == 0
     text = capsys.readouterr().out
     for word in ("joint", "expression", "linear", "warm-up", "held-out", "--teacher"):
         assert word in text

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from refbench.baselines.efficientbert_space import (
+from refbench.baselines.nlp.efficientbert.space import (
     MAX_HEIGHT, PUBLISHED_EFFICIENTBERT, PUBLISHED_EFFICIENTBERT_PLUSPLUS,
     PUBLISHED_EFFICIENTBERT_TINY, LinearType, build_ffn, enumerate_linear_types,
     expression_hash, ffn_parameter_count, format_expression, height, linear_type, mutate,
@@ -199,7 +199,7 @@ def test_hash_differs_for_different_functions_and_types() -> None:
 
 
 def test_hash_is_stable_across_processes() -> None:
-    code = ("from refbench.baselines.efficientbert_space import expression_hash as h, "
+    code = ("from refbench.baselines.nlp.efficientbert.space import expression_hash as h, "
             "PUBLISHED_EFFICIENTBERT as P; print(h(P[3]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expression_hash(PUBLISHED_EFFICIENTBERT[3])

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refbench.datasets.glue import (TASKS, GlueBuilder, locate_files, read_config,
+from refbench.datasets.glue.builder import (TASKS, GlueBuilder, locate_files, read_config,
                                     read_task_file)
-from refbench.datasets.synth.glue import synthesize_glue
+from refbench.datasets.glue.synth import synthesize_glue
 from refbench.errors import RefbenchError
 from refbench.io import sha256_path
 
@@ -46,7 +46,7 @@ def test_task_table_matches_the_hf_and_server_conventions() -> None:
 
 
 def test_import_is_light() -> None:
-    code = ("import sys, refbench.datasets.glue, refbench.datasets.synth.glue; "
+    code = ("import sys, refbench.datasets.glue.builder, refbench.datasets.glue.synth; "
             "print('torch' in sys.modules, 'datasets' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

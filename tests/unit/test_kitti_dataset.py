@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refbench.datasets import kitti_geometry as geo
+from refbench.datasets.kitti import geometry as geo
 from refbench.datasets.base import load_prepared, read_manifest
-from refbench.datasets.kitti import KittiBuilder, parse_label_text, read_velodyne
+from refbench.datasets.kitti.builder import KittiBuilder, parse_label_text, read_velodyne
 from refbench.errors import RefbenchError
 from refbench.io import sha256_file
 
@@ -52,7 +52,7 @@ def test_synthesize_check_prepare_load_round_trip(synth_root: Path, tmp_path: Pa
     builder = KittiBuilder()
     assert builder.check(synth_root).ok
     manifest = builder.prepare(synth_root, tmp_path / "cache")
-    assert manifest["splits"]["default"] == {"train": 6, "val": 6, "test": 3}
+    assert manifest["splits"]["default"] == {"train": 6, "validation": 6, "test": 3}
     assert manifest["frames_per_second"] > 0
     rel = "training/velodyne/000000.bin"
     assert manifest["sources"][rel] == sha256_file(synth_root / rel)

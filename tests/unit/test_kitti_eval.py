@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refbench.benchmarks.kitti_format import (KittiLabelDirFormat, KittiObjects,
+from refbench.benchmarks.formats.kitti import (KittiLabelDirFormat, KittiObjects,
                                               parse_label_file, read_label_dir,
                                               read_references, write_label_dir)
 from refbench.errors import RefbenchError

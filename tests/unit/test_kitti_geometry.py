@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refbench.datasets import kitti_geometry as geo
-from refbench.datasets.synth.kitti import png_bytes, synth_calibration
+from refbench.datasets.kitti import geometry as geo
+from refbench.datasets.kitti.synth import png_bytes, synth_calibration
 from refbench.errors import RefbenchError
 
 # lidar x fwd / y left / z up -> camera x right / y down / z fwd, no offsets

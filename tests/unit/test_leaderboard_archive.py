@@ -17,7 +17,7 @@ import pytest
 
 from refbench.benchmarks.formats import FORMATS
 from refbench.benchmarks.scoring import evaluate_file
-from refbench.benchmarks.spec import get_spec
+from refbench.registry import get_spec
 from refbench.errors import RefbenchError
 from refbench.leaderboard.archive import safe_extract, zip_folder
 from refbench.leaderboard.db import LeaderboardDB, Quotas

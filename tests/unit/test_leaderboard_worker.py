@@ -14,7 +14,7 @@ import pytest
 
 from refbench.benchmarks.formats import FORMATS
 from refbench.benchmarks.scoring import compute_metrics, evaluate_file
-from refbench.benchmarks.spec import get_spec
+from refbench.registry import get_spec
 from refbench.errors import RefbenchError
 from refbench.leaderboard.db import LeaderboardDB, Quotas
 from refbench.leaderboard.split import partition

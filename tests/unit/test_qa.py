@@ -7,8 +7,8 @@ from pathlib import Path
 import datasets as hf_datasets
 import pytest
 
-from refbench.baselines.bert import train_wordpiece
-from refbench.baselines.qa import QAConfig, collate_qa, encode_squad, postprocess
+from refbench.baselines.nlp.bert import train_wordpiece
+from refbench.baselines.nlp.qa import QAConfig, collate_qa, encode_squad, postprocess
 
 CONTEXT = ("The young sailor bought a red kettle in the old harbour market on Monday. "
            "Later the baker sold bread to the tall teacher near the station. ") * 3
@@ -149,7 +149,7 @@ def test_bert_squad_cli_smoke(tmp_path: Path) -> None:
 
 
 def test_doc_spans_follow_bert_stride_semantics() -> None:
-    from refbench.baselines.qa import doc_spans, max_context_flags
+    from refbench.baselines.nlp.qa import doc_spans, max_context_flags
 
     # 10 tokens, windows of 4, starts 3 apart (BERT: start += min(length, doc_stride))
     assert doc_spans(10, 4, 3) == [(0, 4), (3, 4), (6, 4)]

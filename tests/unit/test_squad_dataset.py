@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from refbench.datasets.base import load_prepared
-from refbench.datasets.squad import SquadBuilder, read_squad_file
-from refbench.datasets.synth.squad import synthesize_squad
+from refbench.datasets.squad.builder import SquadBuilder, read_squad_file
+from refbench.datasets.squad.synth import synthesize_squad
 from refbench.errors import RefbenchError
 from refbench.io import sha256_path
 
@@ -39,8 +39,8 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def test_import_is_light() -> None:
-    code = ("import sys, refbench.datasets.squad, refbench.datasets.synth.squad, "
-            "refbench.evaluation.squad, refbench.benchmarks.squad_format; "
+    code = ("import sys, refbench.datasets.squad.builder, refbench.datasets.squad.synth, "
+            "refbench.evaluation.squad, refbench.benchmarks.formats.squad; "
             "print('torch' in sys.modules, 'datasets' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from refbench.benchmarks.spec import get_spec
-from refbench.benchmarks.squad_format import (SquadJsonFormat, na_prob_path, read_predictions,
+from refbench.registry import get_spec
+from refbench.benchmarks.formats.squad import (SquadJsonFormat, na_prob_path, read_predictions,
                                               write_predictions)
 from refbench.errors import RefbenchError
 from refbench.evaluation.squad import (SquadMetric, exact_match, f1_score, find_best_thresh,
@@ -330,7 +330,7 @@ def _run_cli(args: list[str]) -> int:
 
 
 def test_cli_na_prob_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from refbench.datasets.synth.squad import synthesize_squad
+    from refbench.datasets.squad.synth import synthesize_squad
 
     root = synthesize_squad(tmp_path / "squad", n=8, seed=0)
     dev = root / "dev-v2.0.json"
@@ -358,4 +358,5 @@ def test_cli_na_prob_options(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert _run_cli(["evaluate", "glue-sst2", "-p", str(pred_path), "--na-prob-thresh",
                      "0.5"]) == 2
     err = capsys.readouterr().err
-    assert "v2.0 only" in err and "SQuAD v2.0 benchmarks only, not glue-sst2" in err
+    assert "v2.0 only" in err
+    assert "unknown option '--na-prob-thresh' for benchmark glue-sst2" in err

@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refbench.benchmarks.waymo_format import (
+from refbench.benchmarks.formats.waymo import (
     read_box_file,
     read_reference_folder,
     write_box_file,
 )
-from refbench.datasets import waymo as W
-from refbench.datasets import waymo_v1 as V1
-from refbench.datasets.synth.waymo import synthesize_waymo
+from refbench.datasets.waymo import builder as W
+from refbench.datasets.waymo import reader as R
+from refbench.datasets.waymo import v1 as V1
+from refbench.datasets.waymo.synth import synthesize_waymo
 from refbench.errors import RefbenchError
 from refbench.evaluation.waymo import BoxFrame, Waymo3DMetric
 
@@ -36,19 +37,19 @@ def _inside(points: np.ndarray, box: np.ndarray, tol: float = 1e-3) -> np.ndarra
 
 
 def test_azimuth_and_inclination_conventions():
-    az = W.azimuths(4, np.eye(4))
+    az = R.azimuths(4, np.eye(4))
     # column c looks at (2 (W - 0.5 - c) / W - 1) pi: backwards-left first, then clockwise
     assert az.tolist() == pytest.approx([0.75 * math.pi, 0.25 * math.pi, -0.25 * math.pi,
                                          -0.75 * math.pi])
     yawed = np.eye(4)
     yawed[:2, :2] = [[math.cos(0.1), -math.sin(0.1)], [math.sin(0.1), math.cos(0.1)]]
-    assert W.azimuths(4, yawed) == pytest.approx(az - 0.1)
+    assert R.azimuths(4, yawed) == pytest.approx(az - 0.1)
     # uniform at pixel centres between min and max, row 0 the highest beam
-    assert W.beam_inclinations(2, -0.2, 0.2).tolist() == pytest.approx([0.1, -0.1])
-    assert W.beam_inclinations(3, 0, 0, np.array([-0.3, -0.1, 0.05])).tolist() == [0.05, -0.1,
+    assert R.beam_inclinations(2, -0.2, 0.2).tolist() == pytest.approx([0.1, -0.1])
+    assert R.beam_inclinations(3, 0, 0, np.array([-0.3, -0.1, 0.05])).tolist() == [0.05, -0.1,
                                                                                    -0.3]
     with pytest.raises(RefbenchError, match="2 beam inclinations"):
-        W.beam_inclinations(3, 0, 0, np.array([0.0, 1.0]))
+        R.beam_inclinations(3, 0, 0, np.array([0.0, 1.0]))
 
 
 def test_range_image_point_by_hand():
@@ -56,8 +57,8 @@ def test_range_image_point_by_hand():
     image[1, 2] = [10.0, 0.5, 0.25, -1]  # row 1 = lower beam, column 2 = azimuth -pi/4
     ext = np.eye(4)
     ext[:3, 3] = [1.0, 0.0, 2.0]
-    incl = W.beam_inclinations(2, -0.2, 0.2)
-    pts = W.range_image_to_points(image, ext, incl)
+    incl = R.beam_inclinations(2, -0.2, 0.2)
+    pts = R.range_image_to_points(image, ext, incl)
     expect = [1 + 10 * math.cos(-0.1) * math.cos(-math.pi / 4),
               10 * math.cos(-0.1) * math.sin(-math.pi / 4), 2 + 10 * math.sin(-0.1), 0.5, 0.25]
     assert pts.shape == (1, 5) and pts[0] == pytest.approx(expect, abs=1e-5)
@@ -66,14 +67,14 @@ def test_range_image_point_by_hand():
     frame[:3, 3] = [100.0, -50.0, 3.0]
     pose = np.zeros((2, 4, 6))
     pose[..., 3:] = [100.0, -50.0, 3.0]
-    again = W.range_image_to_points(image, ext, incl, pose, frame)
+    again = R.range_image_to_points(image, ext, incl, pose, frame)
     assert again == pytest.approx(pts, abs=1e-4)
 
 
 def test_synthetic_round_trip(synth_root: Path):
     builder = W.WaymoBuilder()
     assert builder.check(synth_root).ok
-    segs = W.segments(synth_root, "training")
+    segs = R.segments(synth_root, "training")
     seg = min(segs)
     assert segs[seg] >= {"lidar", "lidar_calibration", "lidar_box", "stats"}
     rows = list(W.segment_rows(synth_root, "training", seg))
@@ -89,8 +90,8 @@ def test_synthetic_round_trip(synth_root: Path):
             # every point the writer counted in a box is read back inside that box
             assert _inside(pts, box).sum() == count
     # both returns are read: the second return of the TOP lidar lands on the ground
-    table = W._read(synth_root / "training" / "lidar" / f"{seg}.parquet")
-    second = W._images(table, "range_image_return2")
+    table = R.read_table(synth_root / "training" / "lidar" / f"{seg}.parquet")
+    second = R._images(table, "range_image_return2")
     assert sum(int((img[..., 0] > 0).sum()) for img in second) > 0
     testing = list(W._generate_split(str(synth_root), "testing", ""))
     assert testing and all(len(r["boxes"]) == 0 for r in testing)
@@ -101,7 +102,7 @@ def test_check_and_prepare_name_missing_components(synth_root: Path, tmp_path: P
 
     root = tmp_path / "copy"
     shutil.copytree(synth_root, root)
-    seg = min(W.segments(root, "validation"))
+    seg = min(R.segments(root, "validation"))
     (root / "validation" / "lidar_box" / f"{seg}.parquet").unlink()
     report = W.WaymoBuilder().check(root)
     expected = (f"segment {seg}: missing required component(s) lidar_box (present: lidar, "

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from refbench import __version__
 from refbench.benchmarks.formats import FORMATS, SubmissionFormat
-from refbench.benchmarks.spec import BenchmarkSpec, get_spec
+from refbench.benchmarks.spec import BenchmarkSpec
+from refbench.registry import get_spec
 from refbench.errors import RefbenchError
 from refbench.io import sha256_path
+from refbench.options import Option, parse_option_args
 from refbench.results import ModelInfo, Provenance, Result, git_commit, hardware_string
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +55,25 @@ def align(predictions: Mapping[Any, Any], references: Mapping[Any, Any], source:
     counts = {"references": len(references), "predictions": len(predictions),
               "missing": len(missing)}
     return preds, refs, counts
+
+
+def declared_options(spec: BenchmarkSpec) -> tuple[tuple[Option, ...], tuple[Option, ...]]:
+    """The run-time options of a benchmark: its format's read options and its metric's."""
+    from refbench.registry import METRICS
+
+    fmt = FORMATS.get(spec.submission.format)
+    return tuple(fmt.read_options), tuple(METRICS.get(spec.metric.name).options)
+
+
+def benchmark_options(spec: BenchmarkSpec, pairs: list[str] | tuple[str, ...] = (),
+                      extra: list[str] | tuple[str, ...] = ()
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`--option key=value` items and generated flags -> (read options, metric options)."""
+    read, metric = declared_options(spec)
+    values = parse_option_args((*read, *metric), pairs, extra, what=f"benchmark {spec.name}")
+    names = {o.name for o in read}
+    return ({k: v for k, v in values.items() if k in names},
+            {k: v for k, v in values.items() if k not in names})
 
 
 def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any],
@@ -97,9 +118,19 @@ def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
     if not pred_path.exists():
         raise RefbenchError("prediction file not found", path=pred_path)
     fmt: SubmissionFormat = FORMATS.get(spec.submission.format)()
+    if pred_path.is_dir() and not fmt.is_folder:
+        raise RefbenchError(f"expected a prediction file ({spec.submission.filename}), got a "
+                            f"folder", path=pred_path)
+    if not pred_path.is_dir() and fmt.is_folder:
+        raise RefbenchError(f"expected a prediction folder ({spec.submission.filename}/), got a "
+                            f"file", path=pred_path)
     preds_map = fmt.read(pred_path, spec, read_options)
     fingerprint = None
     used_split = split or spec.split
+    if split is not None:  # a release's own split name (KITTI `val`) is recorded as refbench's
+        from refbench.datasets.base import get_builder
+
+        used_split = get_builder(spec.dataset.name).canonical_split(split)
     if references is not None:
         ref_path = Path(references)
         if not ref_path.exists():

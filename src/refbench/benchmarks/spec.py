@@ -1,8 +1,13 @@
-"""Benchmark specs: YAML in `specs/` validated into frozen dataclasses.
+"""Benchmark specs: YAML in a `specs/` folder validated into frozen dataclasses.
 
 `name@version` is the leaderboard key. A spec names the dataset (and its version and
-config), the split that is scored, the metric and its arguments, the primary key, the
-protocol (seeds) and the submission format.
+config), the split that is scored, the task (what kind of model answers it: its type and
+inputs, so a baseline never has to guess from the dataset's name), the metric and its
+arguments, the primary key, the protocol (seeds) and the submission format.
+
+Like recipes, a spec may extend one `base:` (a path relative to the spec, one level only;
+bases live in `specs/bases/`, which is not itself a benchmark): mappings merge key by key,
+anything else is replaced. Unknown keys are errors in the spec and in its base.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from typing import Any
 import yaml
 
 from refbench.errors import RefbenchError
+
+#: the task types baselines know; a plugin may use its own (a string a baseline checks)
+KNOWN_TASK_TYPES = ("classification", "regression", "extractive-qa", "3d-detection", "suite")
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,17 @@ class MetricRef:
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.args)
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """What the model has to do: `type` (classification, regression, extractive-qa,
+    3d-detection, suite, or a plugin's own), the dataset columns it reads (`inputs`) and,
+    for classification, how many labels there are."""
+
+    type: str
+    inputs: tuple[str, ...] = ()
+    num_labels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,7 @@ class BenchmarkSpec:
     metric: MetricRef
     primary: str
     submission: Submission
+    task: TaskRef
     hidden_split: str | None = None
     seeds: tuple[int, ...] = (0,)
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -62,9 +82,12 @@ class BenchmarkSpec:
         return f"{self.name}@{self.version}"
 
 
-_REQUIRED = ("name", "version", "description", "dataset", "train_split", "split", "metric",
-             "primary", "submission")
-_ALLOWED = set(_REQUIRED) | {"hidden_split", "protocol", "tags"}
+_REQUIRED = ("name", "version", "description", "dataset", "task", "train_split", "split",
+             "metric", "primary", "submission")
+_ALLOWED = set(_REQUIRED) | {"hidden_split", "protocol", "tags", "base"}
+_SECTIONS = {"dataset": {"name", "version", "config"}, "metric": {"name", "version", "args"},
+             "submission": {"format", "filename", "description"}, "protocol": {"seeds"},
+             "task": {"type", "inputs", "num_labels"}}
 
 
 def _need(data: dict[str, Any], key: str, path: Path, kind: type | tuple[type, ...],
@@ -78,26 +101,74 @@ def _need(data: dict[str, Any], key: str, path: Path, kind: type | tuple[type, .
     return value
 
 
-def load_spec(path: Path) -> BenchmarkSpec:
-    """Read and validate one spec file; every error names the file and the key."""
+def _read(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RefbenchError("benchmark spec not found", path=path) from None
     except yaml.YAMLError as exc:
-        raise RefbenchError(f"invalid YAML: {exc}", path=path) from None
+        mark = getattr(exc, "problem_mark", None)
+        raise RefbenchError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=path,
+                            line=None if mark is None else mark.line + 1) from None
     if not isinstance(data, dict):
         raise RefbenchError("a benchmark spec must be a mapping", path=path)
+    _check_keys(data, path)
+    return data
+
+
+def _check_keys(data: dict[str, Any], path: Path) -> None:
     unknown = sorted(set(data) - _ALLOWED)
     if unknown:
         raise RefbenchError(f"unknown key (allowed: {', '.join(sorted(_ALLOWED))})", path=path,
                             key=unknown[0])
+    for section, allowed in _SECTIONS.items():
+        value = data.get(section)
+        if isinstance(value, dict):
+            extra = sorted(set(value) - allowed)
+            if extra:
+                raise RefbenchError(f"unknown key (allowed: {', '.join(sorted(allowed))})",
+                                    path=path, key=f"{section}.{extra[0]}")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and \
+            isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_spec_data(path: Path) -> dict[str, Any]:
+    """The spec's mapping with its `base:` merged in (one level)."""
+    path = Path(path)
+    data = _read(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise RefbenchError("base must be a path to another spec", path=path, key="base")
+    base_path = path.parent / base
+    if not base_path.suffix:
+        base_path = base_path.with_suffix(".yaml")
+    if not base_path.is_file():
+        raise RefbenchError("base spec not found", path=base_path, key="base")
+    base_data = _read(base_path)
+    if "base" in base_data:
+        raise RefbenchError("a spec's base may not have a base of its own (one level only)",
+                            path=base_path, key="base")
+    return _merge(base_data, data)
+
+
+def load_spec(path: Path) -> BenchmarkSpec:
+    """Read and validate one spec file; every error names the file and the key."""
+    data = read_spec_data(path)
     name = _need(data, "name", path, str)
     if name != Path(path).stem:
         raise RefbenchError(f"spec name {name!r} must equal the file name", path=path, key="name")
     ds = _need(data, "dataset", path, dict)
     metric = _need(data, "metric", path, dict)
     sub = _need(data, "submission", path, dict)
+    task = _need(data, "task", path, dict)
     protocol = data.get("protocol") or {}
     seeds = protocol.get("seeds", [0])
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
@@ -106,6 +177,12 @@ def load_spec(path: Path) -> BenchmarkSpec:
     args = metric.get("args") or {}
     if not isinstance(args, dict):
         raise RefbenchError("metric args must be a mapping", path=path, key="metric.args")
+    inputs = task.get("inputs") or []
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        raise RefbenchError("inputs must be a list of column names", path=path, key="task.inputs")
+    num_labels = task.get("num_labels")
+    if num_labels is not None and (not isinstance(num_labels, int) or num_labels < 2):
+        raise RefbenchError("num_labels must be an integer >= 2", path=path, key="task.num_labels")
     return BenchmarkSpec(
         name=name,
         version=_need(data, "version", path, int),
@@ -122,13 +199,9 @@ def load_spec(path: Path) -> BenchmarkSpec:
         submission=Submission(format=_need(sub, "format", path, str, "submission."),
                               filename=_need(sub, "filename", path, str, "submission."),
                               description=str(sub.get("description", "")).strip()),
+        task=TaskRef(type=_need(task, "type", path, str, "task."), inputs=tuple(inputs),
+                     num_labels=num_labels),
         hidden_split=data.get("hidden_split"),
         seeds=tuple(seeds),
         tags=tuple(data.get("tags") or ()),
     )
-
-
-def get_spec(name: str) -> BenchmarkSpec:
-    from refbench.registry import BENCHMARKS
-
-    return BENCHMARKS.get(name)

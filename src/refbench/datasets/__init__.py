@@ -1,2 +1,2 @@
-"""Dataset builders: one module per dataset family (parse the official layout, validate,
-convert to `datasets.Dataset`); `synth/` writes format-faithful synthetic copies."""
+"""Dataset builders, one place per family: `<family>.py`, or a `<family>/` package holding the
+builder, its readers / geometry and its synthesizer (a format-faithful synthetic copy)."""

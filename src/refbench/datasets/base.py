@@ -77,6 +77,13 @@ class DatasetBuilder(ABC):
     citation: ClassVar[str]
     homepage: ClassVar[str] = ""
     gated: ClassVar[bool] = False
+    #: the release's own split names -> refbench's (`train`, `validation`, `test`), so
+    #: users may name a split either way (KITTI `val`, Waymo `training`)
+    split_aliases: ClassVar[dict[str, str]] = {}
+
+    def canonical_split(self, split: str) -> str:
+        """The refbench name of a split given by either name."""
+        return self.split_aliases.get(split, split)
 
     @abstractmethod
     def configs(self) -> list[str]:
@@ -164,7 +171,7 @@ class DatasetBuilder(ABC):
         splits: dict[str, dict[str, int]] = {}
         sources: dict[str, str] = {}
         for config in wanted:
-            data = self.generate(root, config)
+            data = {self.canonical_split(s): ds for s, ds in self.generate(root, config).items()}
             for split, ds in data.items():
                 _save_quietly(ds, tmp / config / split)
             splits[config] = {split: len(ds) for split, ds in data.items()}
@@ -249,12 +256,23 @@ def load_prepared(name: str, split: str | None = None, config: str | None = None
                             f"{', '.join(configs)})", path=folder)
     available = list(manifest["splits"][config])
     if split is None:
-        return hf_datasets.DatasetDict({s: hf_datasets.load_from_disk(str(folder / config / s))
+        return hf_datasets.DatasetDict({builder.canonical_split(s):
+                                        hf_datasets.load_from_disk(str(folder / config / s))
                                         for s in available})
-    if split not in available:
-        raise RefbenchError(f"unknown split {split!r} of {name}/{config} (available: "
-                            f"{', '.join(available)})")
-    return hf_datasets.load_from_disk(str(folder / config / split))
+    stored = resolve_split(builder, split, available, f"{name}/{config}")
+    return hf_datasets.load_from_disk(str(folder / config / stored))
+
+
+def resolve_split(builder: DatasetBuilder, split: str, available: list[str], what: str) -> str:
+    """The stored split folder for a split named by refbench's or the release's name (a
+    cache prepared by an older refbench may hold the release's names)."""
+    wanted = builder.canonical_split(split)
+    for stored in available:
+        if builder.canonical_split(stored) == wanted:
+            return stored
+    aliases = {canon: off for off, canon in builder.split_aliases.items()}
+    shown = [f"{s} (or {aliases[s]})" if s in aliases else s for s in available]
+    raise RefbenchError(f"unknown split {split!r} of {what} (available: {', '.join(shown)})")
 
 
 def dataset_fingerprint(name: str, cache_dir: str | None = None) -> str | None:

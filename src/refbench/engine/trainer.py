@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from refbench.config import TrainerConfig, to_dict
 from refbench.engine import checkpoint as ckpt
+from refbench.engine.device import to_device
 from refbench.engine.distributed import DistContext
 from refbench.engine.progress import Progress, format_metrics
 from refbench.engine.schedules import SCHEDULES, build_optimizer, build_scheduler
@@ -320,8 +321,7 @@ class Trainer:
                 lo = (a * world + rank) * micro
                 batch = collate([features[i] for i in indices[lo:lo + micro]])
                 if move:
-                    batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
-                             for k, v in batch.items()}
+                    batch = to_device(batch, self.device)
                 no_sync = self.ddp is not None and a < accum - 1
                 with self.ddp.no_sync() if no_sync else contextlib.nullcontext():  # type: ignore[union-attr]
                     with amp():

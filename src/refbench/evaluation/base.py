@@ -11,6 +11,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Sequence
 
+from refbench.options import Option
+
 
 class Metric(ABC):
     """Base class of every registered metric."""
@@ -20,6 +22,9 @@ class Metric(ABC):
     #: key -> True when larger is better, False when smaller is, None for a key that is not
     #: a score (a count, a chosen threshold); unlisted keys take the registration's default
     directions: ClassVar[dict[str, bool | None]] = {}
+    #: run-time options the constructor accepts beyond the spec's `metric.args` (e.g. a
+    #: decision threshold), discovered by the CLI
+    options: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, **args: Any) -> None:
         self.args = args

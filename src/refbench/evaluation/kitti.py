@@ -97,7 +97,7 @@ def frame_arrays(frame: Mapping[str, Any] | None, with_score: bool,
     no objects) into float64 / str arrays; references get a score of 0."""
     if frame is None:
         frame = {}
-    if hasattr(frame, "as_dict"):  # refbench.benchmarks.kitti_format.KittiObjects
+    if hasattr(frame, "as_dict"):  # refbench.benchmarks.formats.kitti.KittiObjects
         frame = frame.as_dict()
     if not isinstance(frame, Mapping):
         raise RefbenchError(f"{where}: expected a mapping of label_2 fields, got "

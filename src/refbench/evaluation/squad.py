@@ -56,6 +56,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 from refbench.errors import RefbenchError
 from refbench.evaluation.base import Metric
+from refbench.options import Option
 from refbench.registry import METRICS
 
 VERSIONS = ("1.1", "2.0")
@@ -231,6 +232,10 @@ class SquadMetric(Metric):
     directions: ClassVar[dict[str, bool | None]] = {
         key: (None if key.endswith(("_total", "_thresh")) or key == "total" else True)
         for key in {**_V2_KEYS, **_V1_KEYS}}
+
+    options = (Option("na_prob_thresh", "float",
+                      "SQuAD v2.0 only: a prediction whose no-answer probability exceeds this "
+                      "counts as \"no answer\" (evaluate-v2.0.py's --na-prob-thresh).", 1.0),)
 
     def __init__(self, version: str, na_prob_thresh: float = 1.0) -> None:
         self.version = check_version(version)

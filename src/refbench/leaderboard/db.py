@@ -126,13 +126,15 @@ class BoardRow:
     params: int | None = None
     self_reported_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: a seed protocol's {seeds, n, std, per_seed, runs}: `value` is then the mean
+    aggregate: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"rank": self.rank, "team": self.team, "verified": self.verified,
                 "primary": self.primary, "value": self.value, "metrics": self.metrics,
                 "submitted_at": self.submitted_at, "submission_id": self.submission_id,
                 "sha256": self.sha256, "model": self.model, "params": self.params,
-                "self_reported_id": self.self_reported_id}
+                "self_reported_id": self.self_reported_id, "aggregate": self.aggregate}
 
 
 def validate_filename(name: str) -> str:
@@ -163,9 +165,17 @@ def _model_label(model: dict[str, Any] | None) -> str | None:
     return f"{model['name']} ({recipe})" if recipe and recipe != model["name"] else model["name"]
 
 
+def _rounded_aggregate(agg: dict[str, Any] | None, places: int) -> dict[str, Any] | None:
+    """A stored aggregate block with its numbers rounded like every shown number."""
+    if not agg:
+        return None
+    return {**agg, "std": {k: round(v, places) for k, v in agg["std"].items()},
+            "per_seed": {k: [round(x, places) for x in v] for k, v in agg["per_seed"].items()}}
+
+
 def resolve_spec(key: str) -> Any:
     """The benchmark spec of `name` or `name@version` (the version must be this one's)."""
-    from refbench.benchmarks.spec import get_spec
+    from refbench.registry import get_spec
 
     name, _, version = key.partition("@")
     spec = get_spec(name)
@@ -545,7 +555,8 @@ class LeaderboardDB:
     def add_self_reported(self, team_id: int,
                           result: "str | os.PathLike[str] | Result") -> int:
         """Store a result.json (a path validated by `load_result`, or a parsed `Result`) as
-        a self-reported entry."""
+        a self-reported entry; a protocol aggregate keeps its `aggregate` block, so the
+        board shows its mean ± std over seeds."""
         if not isinstance(result, Result):
             result = load_result(result)
         bench = self.benchmark(f"{result.benchmark}@{result.benchmark_version}")
@@ -603,7 +614,8 @@ class LeaderboardDB:
                                  r["submitted_at"], model=_model_label(doc.get("model")),
                                  params=(doc.get("model") or {}).get("params"),
                                  self_reported_id=r["id"], extra={"self_reported": True, "split": doc["split"],
-                                        "provenance": doc["provenance"]}))
+                                        "provenance": doc["provenance"]},
+                                 aggregate=_rounded_aggregate(doc.get("aggregate"), places)))
         if not rows:
             return rows
         higher = directions.get(rows[0].primary, "higher") != "lower"

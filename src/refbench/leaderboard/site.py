@@ -204,6 +204,14 @@ def history_svg(points: list[tuple[float, float]], label: str, width: int = 640,
             f"{dots}</svg>")
 
 
+def fmt_metric(row: BoardRow, key: str, spread: bool = True) -> str:
+    """A row's value of `key`; with `spread`, a seed protocol's as `mean ± std (n seeds)`."""
+    agg = row.aggregate
+    if spread and agg and key in agg.get("std", {}):
+        return f"{fmt_num(row.metrics[key])} ± {fmt_num(agg['std'][key])} ({agg['n']} seeds)"
+    return fmt_num(row.metrics[key])
+
+
 def board_table(rows: list[BoardRow], primary: str, links: Links, sort: str | None = None,
                 descending: bool = True) -> str:
     """The ranked table: every metric column, primary highlighted, verified/self-reported
@@ -231,7 +239,8 @@ def board_table(rows: list[BoardRow], primary: str, links: Links, sort: str | No
         cells = "".join(
             f'<td class="{"num primary" if c == primary else "num"}" '
             f'data-v="{esc(row.metrics[c]) if c in row.metrics else ""}">'
-            f'{esc(fmt_num(row.metrics[c])) if c in row.metrics else "-"}</td>' for c in columns)
+            f'{esc(fmt_metric(row, c, c == primary)) if c in row.metrics else "-"}</td>'
+            for c in columns)
         body.append(f'<tr class="{"verified" if row.verified else "self-reported"}">'
                     f'<td class="num">{row.rank}</td><td>{esc(row.team)}</td>'
                     f'<td>{esc(row.model or "-")}</td>'

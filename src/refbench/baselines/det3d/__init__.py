@@ -1,1 +1,4 @@
-"""3D object detection baselines (SECOND, VoTr, Pyramid R-CNN) and their shared parts."""
+"""3D object detection from point clouds: the shared parts (boxes, voxeliser, augmentation,
+BEV backbone, anchor head, RoI heads) and one module per model family: `second.py`
+(SECOND), `votr.py` (VoTr-SSD / VoTr-TSD), `pyramid_rcnn.py` (Pyramid R-CNN). Recipes live
+in `recipes/`."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from refbench.datasets.kitti_geometry import points_in_boxes
+from refbench.datasets.kitti.geometry import points_in_boxes
 
 #: OpenPCDet `kitti_dataset.yaml` gt_sampling settings (used by second.yaml)
 KITTI_SAMPLE_GROUPS: dict[str, int] = {"Car": 20, "Pedestrian": 15, "Cyclist": 15}

@@ -1,7 +1,7 @@
 """LiDAR box maths in torch: residual coding, rotated IoU, NMS, points in boxes.
 
 Boxes are (..., 7) = (x, y, z centre, dx, dy, dz, heading), OpenPCDet's convention (see
-`refbench.datasets.kitti_geometry`). Everything runs on the device and in the dtype of
+`refbench.datasets.kitti.geometry`). Everything runs on the device and in the dtype of
 its inputs, so the same code serves CPU tests and CUDA training. The rotated overlaps
 re-derive OpenPCDet's `iou3d_nms` CUDA ops with exact convex polygon clipping
 (Sutherland-Hodgman, batched over box pairs) instead of their float32 corner tests, so

@@ -6,6 +6,8 @@ points shuffled -> voxelisation (at most `max_points_per_voxel` points per voxel
 `max_voxels_train|test` voxels) -> mean VFE -> a family's 3D backbone -> height compression
 to a bird's-eye-view map -> a 2D BEV backbone -> an anchor head (-> a family's second
 stage) -> class-agnostic rotated NMS -> predictions written in the benchmark's format.
+Everything that depends on the benchmark's row layout and submission format goes through
+its frame convention (`frames.convention_for`, chosen by task type and submission format).
 
 Augmentation draws from a generator seeded from NumPy's global stream, which the engine
 seeds and checkpoints, so a resumed run sees the same augmented batches.
@@ -82,8 +84,8 @@ class Detector3D(Baseline):
         from refbench.config import from_dict
 
         cfg = from_dict(cls.Config, dict(model_cfg), prefix="model")
-        kind = fr.dataset_kind(spec)
-        fr.check_classes(cfg.classes, kind)
+        convention = fr.convention_for(spec)
+        convention.check_classes(cfg.classes)
         if len(cfg.point_cloud_range) != 6 or len(cfg.voxel_size) != 3:
             raise RefbenchError("point_cloud_range needs 6 numbers and voxel_size 3",
                                 key="model.voxel_size")
@@ -92,11 +94,7 @@ class Detector3D(Baseline):
         if anchored != list(cfg.classes):
             raise RefbenchError(f"head.anchors must list the classes in order {cfg.classes}, "
                                 f"got {anchored}", key="model.head.anchors")
-        if kind == "waymo" and cfg.num_point_features not in (4, 5):
-            raise RefbenchError("Waymo points have 5 features (x y z intensity elongation); "
-                                "use 4 or 5", key="model.num_point_features")
-        if kind == "kitti" and cfg.num_point_features != 4:
-            raise RefbenchError("KITTI points have 4 features", key="model.num_point_features")
+        convention.check_point_features(cfg.num_point_features)
         return cfg
 
     @classmethod
@@ -130,9 +128,9 @@ class Detector3D(Baseline):
         boxes, filtered by the recipe's minimum point counts and difficulties)."""
         from refbench.baselines.det3d.augment import GTDatabase
 
-        kind = fr.dataset_kind(spec)
+        convention = fr.convention_for(spec)
         source = rows.with_format("numpy")
-        frames = (fr.frame_from_row(source[i], kind, cfg.classes, cfg.num_point_features)
+        frames = (convention.frame_from_row(source[i], cfg.classes, cfg.num_point_features)
                   for i in range(len(source)))
         return cfg.augment.prepare(GTDatabase.build(frames))
 
@@ -144,7 +142,7 @@ class Detector3D(Baseline):
         from refbench.baselines.det3d.voxelize import MeanVFE, VoxelGrid
 
         self.cfg = cfg
-        self.kind = fr.dataset_kind(spec)
+        self.frames = fr.convention_for(spec)
         self.database = database
         self.grid = VoxelGrid(tuple(cfg.voxel_size), tuple(cfg.point_cloud_range))
         self.vfe = MeanVFE(cfg.num_point_features)
@@ -220,14 +218,8 @@ class Detector3D(Baseline):
         out: dict[Any, Any] = {}
         for p in predictions:
             v, meta = p.value, p.value["meta"]
-            if self.kind == "kitti":
-                out[p.id] = fr.kitti_prediction(v["boxes"], v["scores"], v["labels"],
-                                                self.cfg.classes, meta["calib"],
-                                                meta["image_shape"])
-            else:
-                out[p.id] = fr.waymo_prediction(v["boxes"], v["scores"], v["labels"],
-                                                self.cfg.classes, meta["context_name"],
-                                                meta["timestamp"])
+            out[p.id] = self.frames.prediction(v["boxes"], v["scores"], v["labels"],
+                                               self.cfg.classes, meta)
         return out
 
     # -- data ------------------------------------------------------------------------
@@ -239,7 +231,7 @@ class Detector3D(Baseline):
 
     def _frame(self, feature: Mapping[str, Any]) -> dict[str, Any]:
         row = feature["rows"][int(feature["index"])]
-        return fr.frame_from_row(row, self.kind, self.cfg.classes, self.cfg.num_point_features)
+        return self.frames.frame_from_row(row, self.cfg.classes, self.cfg.num_point_features)
 
     def collate(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         from refbench.baselines.det3d import augment as aug
@@ -272,8 +264,7 @@ class Detector3D(Baseline):
             # headings in [-pi, pi), as OpenPCDet's data processor leaves them
             gt_boxes[:, 6] = limit_period(gt_boxes[:, 6])
             boxes.append(np.concatenate([gt_boxes, ids[:, None]], 1))
-            metas.append({k: frame[k] for k in ("id", "calib", "image_shape", "context_name",
-                                                "timestamp") if k in frame})
+            metas.append({k: frame[k] for k in self.frames.meta_keys})
         width = max([len(bx) for bx in boxes] + [1])
         gt = np.zeros((len(features), width, 8), np.float32)
         for b, bx in enumerate(boxes):

@@ -52,6 +52,10 @@ from refbench.baselines.det3d.roi_head import (
     rotate_points_along_z,
 )
 from refbench.errors import RefbenchError
+from refbench.baselines.det3d.pvrcnn import VSAConfig
+from refbench.baselines.det3d.second import VoxelBackBone8x
+from refbench.baselines.det3d.two_stage import TwoStageConfig, TwoStageDetector
+from refbench.registry import BASELINES
 
 __all__ = [
     "DensityAwareRadius",
@@ -562,10 +566,6 @@ class PyramidRoIHead(RoIHeadTemplate):
 
 
 # -- the registered baseline -------------------------------------------------------------
-from refbench.baselines.det3d.pvrcnn import VSAConfig  # noqa: E402
-from refbench.baselines.det3d.second import VoxelBackBone8x  # noqa: E402
-from refbench.baselines.det3d.two_stage import TwoStageConfig, TwoStageDetector  # noqa: E402
-from refbench.registry import BASELINES  # noqa: E402
 
 
 def _pv_rcnn_sources() -> VSAConfig:

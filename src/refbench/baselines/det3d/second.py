@@ -14,6 +14,8 @@ from typing import Any
 from torch import nn
 
 from refbench.baselines.det3d.spconv_utils import import_spconv
+from refbench.baselines.det3d.detector import Detector3D, DetectorConfig
+from refbench.registry import BASELINES
 
 
 def _norm(channels: int) -> nn.BatchNorm1d:
@@ -89,8 +91,6 @@ class VoxelBackBone8x(nn.Module):
 
 
 # -- the registered baseline -------------------------------------------------------------
-from refbench.baselines.det3d.detector import Detector3D, DetectorConfig  # noqa: E402
-from refbench.registry import BASELINES  # noqa: E402
 
 
 @BASELINES.register("second", family="SECOND (Yan et al., 2018)", tasks="kitti, waymo")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,6 +35,9 @@ from refbench.baselines.det3d.voxel_query import (
     window_offsets,
 )
 from refbench.errors import RefbenchError
+from refbench.baselines.det3d.pvrcnn import PVRCNNHead, PVRCNNHeadConfig
+from refbench.baselines.det3d.two_stage import TwoStageConfig, TwoStageDetector
+from refbench.registry import BASELINES
 
 #: KITTI VoTr-SSD defaults (official ``votr_ssd.yaml``): voxel size and range.
 KITTI_VOXEL_SIZE = (0.05, 0.05, 0.1)
@@ -423,11 +426,6 @@ class VoxelTransformer(nn.Module):
 
 
 # -- the registered baseline -------------------------------------------------------------
-from dataclasses import field  # noqa: E402
-
-from refbench.baselines.det3d.pvrcnn import PVRCNNHead, PVRCNNHeadConfig  # noqa: E402
-from refbench.baselines.det3d.two_stage import TwoStageConfig, TwoStageDetector  # noqa: E402
-from refbench.registry import BASELINES  # noqa: E402
 
 
 @dataclass
