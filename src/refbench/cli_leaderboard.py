@@ -82,10 +82,23 @@ def benchmark_add(key: str = typer.Argument(..., help="Benchmark name or name@ve
                                                       "(e.g. SST-2/test_labels.tsv)."),
                   seed: int = typer.Option(0, "--seed", help="Seed of the public/private split."),
                   public_fraction: float = typer.Option(0.5, "--public-fraction"),
+                  option: list[str] = typer.Option(
+                      [], "--option", "-O", help="A run-time option of the benchmark's metric "
+                                                 "that every submission is scored with, "
+                                                 "key=value (repeatable; `refbench benchmarks "
+                                                 "show NAME` lists them)."),
                   db: Path = DB_OPT) -> None:
     """Put a benchmark on the board, scored against hidden references."""
+    from refbench.leaderboard.db import resolve_spec
+    from refbench.options import parse_option_args
+    from refbench.registry import METRICS
+
+    spec = resolve_spec(key)
+    options = parse_option_args(METRICS.get(spec.metric.name).options, option,
+                                what=f"the metric of {spec.name}")
     board = open_db(db)
-    board.add_benchmark(key, references, seed=seed, public_fraction=public_fraction)
+    board.add_benchmark(key, references, seed=seed, public_fraction=public_fraction,
+                        options=options)
     typer.echo(f"added {board.benchmark(key)['key']}")
 
 

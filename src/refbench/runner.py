@@ -88,21 +88,6 @@ def predict_rows(model: "Baseline", rows: "hf_datasets.Dataset", batch_size: int
     return model.finalize(rows, features, preds)
 
 
-def metric_options(spec: "BenchmarkSpec", values: dict[str, Any]) -> dict[str, Any]:
-    """A run's `evaluation:` section checked against its metric's declared options."""
-    from refbench.registry import METRICS
-
-    declared = {o.name: o for o in METRICS.get(spec.metric.name).options}
-    out = {}
-    for key, value in values.items():
-        if key not in declared:
-            known = ", ".join(declared) or "none"
-            raise RefbenchError(f"metric {spec.metric.name} has no option {key!r} (its options: "
-                                f"{known})", key=f"evaluation.{key}")
-        out[key] = declared[key].parse(value) if isinstance(value, str) else value
-    return out
-
-
 def write_predictions(spec: "BenchmarkSpec", predictions: dict[Any, Any], path: Path) -> Path:
     from refbench.benchmarks.formats import FORMATS
 
@@ -132,16 +117,15 @@ def _steps_for(config: RunConfig, n_train: int) -> int:
 
 def train(config: RunConfig, resume: bool = False) -> RunSummary:
     """Train a baseline on a benchmark's training split and score its predictions."""
-    from refbench.benchmarks.scoring import evaluate_file
-    from refbench.registry import get_spec
+    from refbench.benchmarks.scoring import check_metric_options, evaluate_file
     from refbench.engine import DistContext, Trainer, load_model_weights
-    from refbench.registry import BASELINES
+    from refbench.registry import BASELINES, get_spec
 
     started = time.time()
     spec = get_spec(config.benchmark)
     baseline_cls = BASELINES.get(config.baseline)
     baseline_cls.validate_config(config.model, spec)  # before anything is written
-    options = metric_options(spec, config.evaluation)
+    options = check_metric_options(spec, config.evaluation, key="evaluation")
     run_dir = run_dir_of(config)
     ckpts = run_dir / "checkpoints"
     if not resume and ckpts.exists() and any(ckpts.iterdir()):
@@ -234,9 +218,8 @@ def load_run_config(run_dir: Path) -> RunConfig:
 def predict(run_dir: Path, split: str, output: Path, which: str = "best",
             cache_dir: str | None = None) -> Path:
     """Rebuild a trained baseline from its run folder and write a submission file."""
-    from refbench.registry import get_spec
     from refbench.engine import find_checkpoint, load_model_weights
-    from refbench.registry import BASELINES
+    from refbench.registry import BASELINES, get_spec
 
     config = load_run_config(run_dir)
     if cache_dir is not None:

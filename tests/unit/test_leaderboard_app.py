@@ -11,8 +11,6 @@ import pytest
 pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from refbench.benchmarks.formats import FORMATS  # noqa: E402
-from refbench.registry import get_spec  # noqa: E402
 from refbench.leaderboard.app import ServerOptions, create_app  # noqa: E402
 from refbench.leaderboard.db import LeaderboardDB, Quotas  # noqa: E402
 from refbench.leaderboard.export import export_site  # noqa: E402

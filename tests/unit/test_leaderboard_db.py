@@ -266,3 +266,37 @@ def test_sigkill_during_submissions_keeps_the_database_sound(tmp_path: Path) -> 
     for row in rows:  # every committed row has its complete file
         data = (tmp_path / "data" / row["stored_path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == row["sha256"]
+
+
+def test_metric_options_are_board_settings(tmp_path: Path) -> None:
+    """A benchmark's declared metric options are fixed per board, checked against the
+    metric, handed to the scorer with each claim, and old boards gain the column."""
+    import json as json_mod
+
+    from refbench.leaderboard.worker import score_file
+
+    board = make_board(tmp_path)
+    squad = tmp_path / "hidden" / "dev-v2.0.json"
+    qas = [{"id": f"q{i}", "question": "who sat", "is_impossible": i % 2 == 1,
+            "answers": [] if i % 2 else [{"text": "the cat", "answer_start": 0}]}
+           for i in range(8)]
+    squad.write_text(json_mod.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [
+        {"context": "the cat sat", "qas": qas}]}]}))
+    with pytest.raises(RefbenchError, match="no option 'na_prob_tresh'"):
+        board.add_benchmark("squad-v2.0", "dev-v2.0.json", options={"na_prob_tresh": "0.5"})
+    board.add_benchmark("squad-v2.0", "dev-v2.0.json", options={"na_prob_thresh": "0.5"})
+    team = board.add_team("lab")
+    answers = {q["id"]: "" if q["is_impossible"] else "the cat" for q in qas}
+    board.submit(team, "squad-v2.0", "predictions.json", json_mod.dumps(answers).encode())
+    claim = board.claim("w1", lease_s=60)
+    assert claim is not None and claim.options == {"na_prob_thresh": 0.5}
+    scored = score_file(claim.benchmark, claim.stored_path, claim.references, claim.seed,
+                        claim.public_fraction, metric_options=claim.options)
+    assert scored["public"]["exact"] == scored["private"]["exact"] == 100.0
+    # a board made before the column existed gains it on open
+    con = sqlite3.connect(tmp_path / "lb.sqlite")
+    con.execute("ALTER TABLE benchmarks DROP COLUMN options")
+    con.commit()
+    con.close()
+    reopened = LeaderboardDB(tmp_path / "lb.sqlite", tmp_path / "data")
+    assert reopened.benchmark("glue-sst2")["options"] == "{}"

@@ -76,6 +76,22 @@ def benchmark_options(spec: BenchmarkSpec, pairs: list[str] | tuple[str, ...] = 
             {k: v for k, v in values.items() if k not in names})
 
 
+def check_metric_options(spec: BenchmarkSpec, values: Mapping[str, Any],
+                         key: str = "option") -> dict[str, Any]:
+    """Fixed metric options (a run's `evaluation:` section, a leaderboard's board settings)
+    checked against what the benchmark's metric declares; strings are parsed by type."""
+    from refbench.registry import METRICS
+
+    declared = {o.name: o for o in METRICS.get(spec.metric.name).options}
+    out = {}
+    for name, value in values.items():
+        if name not in declared:
+            raise RefbenchError(f"metric {spec.metric.name} has no option {name!r} (its options: "
+                                f"{', '.join(declared) or 'none'})", key=f"{key}.{name}")
+        out[name] = declared[name].parse(value) if isinstance(value, str) else value
+    return out
+
+
 def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any],
                     options: Mapping[str, Any] | None = None) -> tuple[dict[str, float], dict[str, str]]:
     """Run the spec's metric (with its arguments plus run-time `options`, e.g. SQuAD's

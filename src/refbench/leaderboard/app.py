@@ -102,6 +102,7 @@ def board_json(view: dict[str, Any]) -> dict[str, Any]:
     return {"benchmark": bench["key"], "name": bench["name"], "version": bench["version"],
             "closed": bool(bench["closed"]), "part": view["part"], "primary": view["primary"],
             "higher_is_better": view["higher"],
+            "metric_options": json.loads(bench.get("options") or "{}"),
             "rows": [row.to_json() for row in view["rows"]],
             "best_over_time": [{"time": t, "value": v} for t, v in
                                site.best_over_time(view["rows"], view["higher"])]}

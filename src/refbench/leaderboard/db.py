@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS benchmarks (
   id INTEGER PRIMARY KEY, name TEXT NOT NULL, version INTEGER NOT NULL,
   key TEXT NOT NULL UNIQUE, references_path TEXT NOT NULL, seed INTEGER NOT NULL,
-  public_fraction REAL NOT NULL, closed INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
+  public_fraction REAL NOT NULL, closed INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+  options TEXT NOT NULL DEFAULT '{}');
 CREATE TABLE IF NOT EXISTS teams (
   id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -109,6 +110,8 @@ class Claim:
     seed: int
     public_fraction: float
     attempts: int
+    #: the board's fixed metric options (e.g. a decision threshold), `{}` for none
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -210,6 +213,10 @@ class LeaderboardDB:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "submissions").mkdir(parents=True, exist_ok=True)
         self._conn().executescript(_SCHEMA)  # idempotent DDL, each statement atomic
+        columns = {r[1] for r in self._conn().execute("PRAGMA table_info(benchmarks)")}
+        if "options" not in columns:  # a board made before benchmarks had metric options
+            self._conn().execute("ALTER TABLE benchmarks ADD COLUMN options TEXT NOT NULL "
+                                 "DEFAULT '{}'")
         with self._tx() as con:
             row = con.execute("SELECT version FROM schema_version").fetchone()
             if row is None:
@@ -275,10 +282,14 @@ class LeaderboardDB:
         return Path(value)
 
     def add_benchmark(self, key: str, references: str, *, seed: int = 0,
-                      public_fraction: float = 0.5) -> int:
+                      public_fraction: float = 0.5, options: dict[str, Any] | None = None) -> int:
         """Register `name` or `name@version` whose hidden references are at `references`,
-        a path relative to the references folder (it must stay inside it)."""
+        a path relative to the references folder (it must stay inside it). `options` are
+        run-time options of the benchmark's metric that every submission is scored with."""
+        from refbench.benchmarks.scoring import check_metric_options
+
         spec = resolve_spec(key)
+        options = check_metric_options(spec, options or {}, key="option")
         root = self.references_dir()
         target = (root / references).resolve()
         if Path(references).is_absolute() or not target.is_relative_to(root) \
@@ -294,9 +305,9 @@ class LeaderboardDB:
                                     key="benchmark")
             cur = con.execute(
                 "INSERT INTO benchmarks (name, version, key, references_path, seed, "
-                "public_fraction, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "public_fraction, created_at, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (spec.name, spec.version, f"{spec.name}@{spec.version}", str(references),
-                 int(seed), float(public_fraction), self.clock()))
+                 int(seed), float(public_fraction), self.clock(), json.dumps(options)))
             return int(cur.lastrowid)
 
     def benchmark(self, key: str) -> sqlite3.Row:
@@ -523,7 +534,8 @@ class LeaderboardDB:
                                 (row["benchmark_id"],)).fetchone()
         return Claim(int(row["id"]), lease, bench["key"], self.data_dir / row["stored_path"],
                      row["filename"], self.references_dir() / bench["references_path"],
-                     int(bench["seed"]), float(bench["public_fraction"]), int(row["attempts"]))
+                     int(bench["seed"]), float(bench["public_fraction"]), int(row["attempts"]),
+                     json.loads(bench["options"] or "{}"))
 
     def complete(self, claim: Claim, public: dict[str, float], private: dict[str, float],
                  directions: dict[str, str], primary: str, counts: dict[str, int]) -> bool:

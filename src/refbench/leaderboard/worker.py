@@ -51,7 +51,8 @@ def _scrub(text: str, secret_paths: list[Path], shown: str) -> str:
 
 def score_file(benchmark: str, predictions: Path, references: Path, seed: int,
                public_fraction: float, shown_name: str = "submission",
-               scratch: str | None = None) -> dict[str, Any]:
+               scratch: str | None = None,
+               metric_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score one prediction file against hidden references: public and private metrics,
     directions, primary key and counts. Raises `Rejected` with a safe one-line message.
 
@@ -82,8 +83,8 @@ def score_file(benchmark: str, predictions: Path, references: Path, seed: int,
         raise Rejected(f"{shown_name}: unreadable file ({type(exc).__name__})") from None
     try:
         parts = split_pairs(pred_list, ref_list, list(refs), seed, public_fraction)
-        public, directions = compute_metrics(spec, *parts["public"])
-        private, _ = compute_metrics(spec, *parts["private"])
+        public, directions = compute_metrics(spec, *parts["public"], metric_options)
+        private, _ = compute_metrics(spec, *parts["private"], metric_options)
     except RefbenchError as exc:
         raise Rejected(_scrub(f"{shown_name}: {exc.message}", hidden, shown_name)) from None
     except Exception as exc:  # noqa: BLE001 - a metric choking on odd values
@@ -191,7 +192,7 @@ def _run_child(claim: Claim, time_limit: float, memory_mb: int, context: str,
     job = {"benchmark": claim.benchmark, "predictions": claim.stored_path,
            "references": claim.references, "seed": claim.seed,
            "public_fraction": claim.public_fraction, "shown_name": claim.filename,
-           "scratch": scratch}
+           "scratch": scratch, "metric_options": dict(claim.options)}
     proc = ctx.Process(target=_child, args=(sender, job, memory_mb * 1024 * 1024,
                                             int(time_limit) + 1), daemon=True)
     proc.start()

@@ -29,7 +29,7 @@ from torch import nn
 
 from refbench.baselines.base import Baseline, Prediction
 from refbench.baselines.det3d import frames as fr
-from refbench.baselines.det3d.anchor_head import AnchorClassConfig, AnchorHeadConfig, kitti_anchor
+from refbench.baselines.det3d.anchor_head import AnchorHeadConfig, kitti_anchor
 from refbench.baselines.det3d.augment import AugmentConfig
 from refbench.baselines.det3d.postprocess import PostConfig
 from refbench.errors import RefbenchError

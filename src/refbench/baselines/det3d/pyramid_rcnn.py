@@ -45,16 +45,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from refbench.baselines.det3d.ops import ball_query, group_points_relative, grouping
+from refbench.baselines.det3d.pvrcnn import VSAConfig
 from refbench.baselines.det3d.roi_head import (
     RoIHeadConfig,
     RoIHeadTemplate,
     make_fc_layers,
     rotate_points_along_z,
 )
-from refbench.errors import RefbenchError
-from refbench.baselines.det3d.pvrcnn import VSAConfig
 from refbench.baselines.det3d.second import VoxelBackBone8x
 from refbench.baselines.det3d.two_stage import TwoStageConfig, TwoStageDetector
+from refbench.errors import RefbenchError
 from refbench.registry import BASELINES
 
 __all__ = [

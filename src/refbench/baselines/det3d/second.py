@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from refbench.baselines.det3d.spconv_utils import import_spconv
 from refbench.baselines.det3d.detector import Detector3D, DetectorConfig
+from refbench.baselines.det3d.spconv_utils import import_spconv
 from refbench.registry import BASELINES
 
 

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from refbench.baselines.det3d.ops import gather_rows
+from refbench.baselines.det3d.pvrcnn import PVRCNNHead, PVRCNNHeadConfig
+from refbench.baselines.det3d.two_stage import TwoStageConfig, TwoStageDetector
 from refbench.baselines.det3d.voxel_query import (
     VoxelIndex,
     gather_neighbors,
@@ -35,8 +37,6 @@ from refbench.baselines.det3d.voxel_query import (
     window_offsets,
 )
 from refbench.errors import RefbenchError
-from refbench.baselines.det3d.pvrcnn import PVRCNNHead, PVRCNNHeadConfig
-from refbench.baselines.det3d.two_stage import TwoStageConfig, TwoStageDetector
 from refbench.registry import BASELINES
 
 #: KITTI VoTr-SSD defaults (official ``votr_ssd.yaml``): voxel size and range.
