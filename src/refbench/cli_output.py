@@ -15,12 +15,20 @@ def emit(data: Any) -> None:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A rich table; names are never cut: when the terminal (or a pipe's default 80
+    columns) is too narrow, the table grows wider than it instead of eliding cells."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    cells = [[str(c) for c in row] for row in rows]
+    out = Table(title=title)
     for col in columns:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*[str(c) for c in row])
-    Console().print(table)
+        out.add_column(col, no_wrap=True)
+    for row in cells:
+        out.add_row(*row)
+    widths = [max([len(col), *(len(r[i]) for r in cells)]) for i, col in enumerate(columns)]
+    needed = sum(widths) + 3 * len(widths) + 1  # padding and borders
+    console = Console()
+    if needed > console.width:
+        console = Console(width=needed)
+    console.print(out)
