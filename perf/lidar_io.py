@@ -14,7 +14,12 @@ All in one process, files warm in the page cache (one untimed pass first); the m
 of `--repeats` passes is reported with the ratios. Without `--root` a synthetic release
 is written to a temporary folder.
 
-    python perf/lidar_io.py [--root KITTI_ROOT] [--frames 40] [--repeats 5]
+Then Waymo v1 records: a `--record-mb` TFRecord file (1 MB records of random bytes) read
+and checksum-verified by `refbench.datasets.waymo.v1.scan` against plain chunked reading of
+the same file, with the CRC32C backend in use (google-crc32c's C code, or the pure-Python
+fallback when the package is missing).
+
+    python perf/lidar_io.py [--root KITTI_ROOT] [--frames 40] [--repeats 5] [--record-mb 100]
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=None, help="a KITTI root (default: synthetic)")
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--record-mb", type=int, default=100,
+                        help="size of the TFRecord file for the v1 reading check (0: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         builder = KittiBuilder()
@@ -120,6 +127,39 @@ def main() -> None:
           f"{results['refbench prepared cache'][0] / fov:.3f}")
     assert results["raw np.fromfile"][1] == results["refbench read_velodyne"][1]
     assert results["raw np.fromfile + FOV crop"][1] == results["refbench prepared cache"][1]
+    if args.record_mb > 0:
+        records_check(args.record_mb, args.repeats)
+
+
+def records_check(megabytes: int, repeats: int) -> None:
+    """Reading + verifying a TFRecord file against reading its bytes in 1 MB chunks."""
+    import os
+
+    from refbench.datasets.waymo import v1
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "segment.tfrecord"
+        v1.write_records(path, [os.urandom(1 << 20) for _ in range(megabytes)])
+
+        def plain() -> int:
+            total = 0
+            with open(path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    total += len(chunk)
+            return total
+
+        def verified() -> int:
+            return sum(info.length for info in v1.scan(path))
+
+        plain_s, _ = _time(plain, repeats)
+        scan_s, data_bytes = _time(verified, max(1, repeats if v1.CRC32C_BACKEND != "pure Python"
+                                                  else 1))
+    size = megabytes * (1 << 20)
+    print(f"TFRecord {megabytes} MB, CRC32C backend: {v1.CRC32C_BACKEND}")
+    print(f"plain read                   {plain_s * 1e3:8.1f} ms  {size / plain_s / 1e6:8.0f} MB/s")
+    print(f"refbench v1.scan (verified)  {scan_s * 1e3:8.1f} ms  {size / scan_s / 1e6:8.0f} MB/s")
+    print(f"ratio v1.scan / plain read: {scan_s / plain_s:.2f}")
+    assert data_bytes == size
 
 
 if __name__ == "__main__":
