@@ -245,14 +245,75 @@ def report(result: Path = typer.Argument(..., help="A result.json written by ref
     typer.echo(f"self-reported result {answer['id']} recorded")
 
 
+def _fixed(value: float | None, places: int) -> str:
+    """A score with the board's decimals ('-' for none)."""
+    return "-" if value is None else f"{value:.{places}f}"
+
+
+def _show_benchmarks(listing: list[dict[str, Any]], places: int) -> None:
+    """The board's benchmarks, one line each (plain aligned columns, never wrapped, so
+    they read well in a pipe): key, primary metric, best verified score, counts."""
+    lines = [("benchmark", "primary", "best verified", "verified", "self-reported",
+              "challenge")]
+    for b in listing:
+        arrow = {True: " (higher)", False: " (lower)"}.get(b.get("higher_is_better"), "")
+        lines.append((b["key"], f"{b.get('primary') or '-'}{arrow}",
+                      _fixed(b.get("best_verified"), places),
+                      str(b.get("verified", b.get("scored", 0))), str(b["self_reported"]),
+                      "closed" if b["closed"] else "open"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+def _show_ranking(title: str, rows: list[dict[str, Any]], primary: str, places: int,
+                  split: bool) -> None:
+    """One ranking as a rich table (the self-reported one also shows each row's split)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("rank", "team", "model", *(["split"] if split else []), primary,
+                   "submitted"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        value = _fixed(row["value"], places)
+        agg = row.get("aggregate")
+        if agg and primary in agg.get("std", {}):
+            value += f" ± {_fixed(agg['std'][primary], places)} ({agg['n']} seeds)"
+        where = [row.get("split") or "-"] if split else []
+        table.add_row(str(row["rank"]), row["team"], row["model"] or "-", *where, value,
+                      time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["submitted_at"])))
+    Console().print(table)
+
+
 @leaderboard_app.command("show")
-def show(benchmark: str = typer.Argument(...),
+def show(benchmark: Optional[str] = typer.Argument(
+             None, help="A benchmark on the board; without it, list the board's benchmarks."),
          db: Optional[Path] = typer.Option(None, "--db", help="Read the database directly."),
          server: Optional[str] = typer.Option(None, "--server", help="Or ask a running server."),
          as_json: bool = typer.Option(False, "--json", help="Print the JSON API's answer.")) -> None:
-    """The ranked table of a benchmark."""
+    """A benchmark's rankings: verified scores, then self-reported results in a separate
+    table; without a benchmark, the board's benchmarks with their best verified score."""
     if (db is None) == (server is None):
         raise RefbenchError("give exactly one of --db and --server")
+    if benchmark is None:
+        if server is not None:
+            listing = _request("GET", _api(server, "/api/benchmarks"))["benchmarks"]
+            places = 2
+        else:
+            from refbench.leaderboard.app import SUMMARY_KEYS, benchmark_summaries
+
+            board = open_db(db)
+            listing = [{k: b[k] for k in SUMMARY_KEYS} for b in benchmark_summaries(board)]
+            places = int(board.setting("decimals", 2))
+        if as_json:
+            typer.echo(json.dumps({"benchmarks": listing}, indent=2))
+        elif not listing:
+            typer.echo("no benchmark on this leaderboard yet")
+        else:
+            _show_benchmarks(listing, places)
+        return
     if server is not None:
         view = _request("GET", _api(server, f"/api/benchmarks/{urllib.parse.quote(benchmark)}"))
     else:
@@ -262,19 +323,17 @@ def show(benchmark: str = typer.Argument(...),
     if as_json:
         typer.echo(json.dumps(view, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    primary = view["primary"]
-    table = Table(title=f"{view['benchmark']} ({view['part']} part, {primary} "
-                        f"{'higher' if view['higher_is_better'] else 'lower'} is better)")
-    for column in ("rank", "team", "model", "type", primary, "submitted"):
-        table.add_column(column)
-    for row in view["rows"]:
-        table.add_row(str(row["rank"]), row["team"], row["model"] or "-",
-                      "verified" if row["verified"] else "self-reported", f"{row['value']:g}",
-                      time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["submitted_at"])))
-    Console().print(table)
+    primary, places = view["primary"], int(view.get("decimals", 2))
+    direction = "higher" if view["higher_is_better"] else "lower"
+    _show_ranking(f"{view['benchmark']}: verified ranking ({view['part']} part of the hidden "
+                  f"labels, {primary}, {direction} is better)",
+                  [r for r in view["rows"] if r["verified"]], primary, places, split=False)
+    reported = view.get("self_reported")
+    if reported is None:  # a server from before separate rankings mixed them in `rows`
+        reported = [r for r in view["rows"] if not r["verified"]]
+    if reported:
+        _show_ranking("self-reported: not verified against the hidden labels; may be on "
+                      "another split", reported, primary, places, split=True)
 
 
 @leaderboard_app.command("export")

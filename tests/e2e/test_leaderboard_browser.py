@@ -14,6 +14,7 @@ a browser.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import socket
@@ -35,9 +36,16 @@ pytest.importorskip("uvicorn", reason="the [serve] extra is not installed")
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="the playwright package is not installed")
 
+from refbench.leaderboard.db import LeaderboardDB  # noqa: E402
+from refbench.registry import METRICS  # noqa: E402
+from refbench.results import ModelInfo, Provenance, Result  # noqa: E402
+
 MARKER = "QZV_PLANTED_MARKER_4417"
 N = 50
 TEAM = "alpha"
+WIDE = "kitti-car-3d"  # a benchmark whose metric reports dozens of keys
+WIDE_PRIMARY = "Car/3d/moderate/R40"
+VIEWPORT = {"width": 1280, "height": 800}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
@@ -98,6 +106,29 @@ def wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float
     pytest.fail(f"the server did not answer {url} within {timeout:.0f} s:\n{log.read_text()}")
 
 
+@contextlib.contextmanager
+def serving(db: str, tmp_path: Path, token: str, *extra: str) -> Iterator[Server]:
+    """`refbench leaderboard serve` on `db` at a free local port, always stopped after."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "refbench", "leaderboard", "serve", "--db", db,
+             "--host", "127.0.0.1", "--port", str(port), "--time-limit", "30", *extra],
+            stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url + "/", process, log)
+        yield Server(url, token, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[Server]:
     """A board with hidden SST-2 references (every sentence carries MARKER), one team with
@@ -113,24 +144,49 @@ def server(tmp_path: Path) -> Iterator[Server]:
     cli("team", "add", TEAM, "--db", db)
     token = cli("token", "issue", TEAM, "--db", db).strip().splitlines()[-1]
     assert token.startswith("rbt_"), token
-    port = free_port()
-    log = tmp_path / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "refbench", "leaderboard", "serve", "--db", db,
-             "--host", "127.0.0.1", "--port", str(port), "--time-limit", "30"],
-            stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_up(url + "/", process, log)
-        yield Server(url, token, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    with serving(db, tmp_path, token) as running:
+        yield running
+
+
+def wide_metrics(primary_value: float, shift: float) -> dict[str, float]:
+    """Every key of a metric with dozens of keys (the many-metric benchmark's)."""
+    keys = list(METRICS.get("kitti_ap")(classes=["Car"]).keys)
+    return {k: round(10.0 + i * 1.37 + shift, 4) for i, k in enumerate(keys)} | {
+        WIDE_PRIMARY: primary_value}
+
+
+@pytest.fixture()
+def wide_server(tmp_path: Path) -> Iterator[Server]:
+    """A board whose benchmark reports dozens of metric keys, with long model names, two
+    verified rows (written straight into the store: no metric needs to run) and a
+    self-reported one, served without a worker."""
+    (tmp_path / "hidden" / "wide").mkdir(parents=True)
+    db = LeaderboardDB(tmp_path / "lb.sqlite", tmp_path / "lb.sqlite.data")
+    db.set_references_dir(tmp_path / "hidden")
+    db.set_setting("decimals", 2)
+    db.add_benchmark(WIDE, "wide")
+    for team in ("refbench-demo", "trivial-baselines"):
+        db.add_team(team)
+    for team, model, value, shift in (
+            ("refbench-demo", "second_tiny_kitti (second_tiny_kitti-car-3d-long-name)",
+             26.86, 0.0), ("trivial-baselines", "empty-detections", 0.0, -10.0)):
+        sub = db.submit(db.team_id(team), WIDE, "label_2.zip", b"x", model=model,
+                        params=1_234_567)
+        claim = db.claim("w", lease_s=60)
+        assert claim is not None and claim.submission_id == sub
+        metrics = wide_metrics(value, shift)
+        db.complete(claim, metrics, metrics, {k: "higher" for k in metrics}, WIDE_PRIMARY,
+                    {"references": 40})
+    metrics = wide_metrics(34.36, 1.0)
+    db.add_self_reported(db.team_id("refbench-demo"), Result(
+        benchmark=WIDE, benchmark_version=1, split="validation", metrics=metrics,
+        directions={k: "higher" for k in metrics}, primary=WIDE_PRIMARY,
+        model=ModelInfo("second_tiny_kitti", params=1_234_567, recipe="second_tiny_kitti"),
+        provenance=Provenance("0.1.0", "abc123", "f" * 64, "l" * 64, "p" * 64, 0, "cpu",
+                              12.0)))
+    db.close()
+    with serving(str(tmp_path / "lb.sqlite"), tmp_path, "", "--no-worker") as running:
+        yield running
 
 
 def row_models(page: Any) -> list[str]:
@@ -216,8 +272,8 @@ def test_submit_score_and_sort_in_a_real_browser(chromium: str, server: Server,
             assert row.count() == 1
             cells = row.first.locator("td")
             assert cells.nth(1).inner_text() == TEAM and cells.nth(2).inner_text() == "web-good"
-            assert row.first.locator(".badge.verified").inner_text() == "verified"
-            assert row.first.locator("td.primary").inner_text() == "100.0"
+            assert page.locator("h2#verified .badge.verified").inner_text() == "verified"
+            assert row.first.locator("td.primary").inner_text() == "100.00"
             assert page.locator("th.primary[data-col]").count() == 1
             assert page.locator("svg.history path").count() == 1
 
@@ -253,3 +309,50 @@ def test_submit_score_and_sort_in_a_real_browser(chromium: str, server: Server,
     log_text = server.log.read_text(errors="replace")
     assert "POST /submit" in log_text  # the log is captured, so the next check means something
     assert MARKER not in log_text
+
+
+def test_a_many_metric_board_fits_a_1280_px_viewport(chromium: str, wide_server: Server,
+                                                    tmp_path: Path) -> None:
+    """A benchmark with dozens of metric keys: its page stays within a 1280 px window (no
+    horizontal scrolling of the page or of a table), shows a handful of metric columns
+    with the date and the details link on screen, and the details link leads to every
+    metric."""
+    console_errors: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                     args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.set_default_timeout(10_000)
+            page.on("console", lambda m: console_errors.append(m.text)
+                    if m.type == "error" else None)
+            page.on("pageerror", lambda e: console_errors.append(str(e)))
+            for path in ("/", f"/b/{WIDE}", "/submissions/1", "/results/1"):
+                page.goto(wide_server.url + path)
+                widths = page.evaluate("[document.documentElement.scrollWidth, "
+                                       "window.innerWidth]")
+                assert widths[0] <= widths[1] == VIEWPORT["width"], (path, widths)
+            page.goto(f"{wide_server.url}/b/{WIDE}")
+            page.screenshot(path=str(tmp_path / "wide-board.png"), full_page=True)
+            tables = page.locator("table.board").evaluate_all(
+                "ts => ts.map(t => [t.getBoundingClientRect().right, t.scrollWidth, "
+                "t.parentElement.clientWidth])")
+            assert len(tables) == 2, tables  # verified, then self-reported
+            for right, width, room in tables:
+                assert right <= VIEWPORT["width"] and width <= room, tables
+            main = page.locator("table.board.verified")
+            assert main.locator("thead th").count() <= 12
+            assert main.locator("th.primary[data-col]").inner_text().replace("\u200b", "") \
+                .replace("\n", "") == WIDE_PRIMARY
+            assert main.locator("td.primary").all_inner_texts() == ["26.86", "0.00"]
+            for cell in ("td.date", "td:last-child a"):  # date and details on screen
+                box = main.locator(f"tbody tr >> nth=0 >> {cell}").bounding_box()
+                assert box is not None and box["x"] + box["width"] <= VIEWPORT["width"]
+            own = page.locator("table.board.self-reported")
+            assert own.locator("td.primary").all_inner_texts() == ["34.36"]
+            main.locator("tbody tr >> nth=0 >> td:last-child a").click()
+            page.wait_for_url(re.compile(r"/submissions/1$"))
+            assert page.locator("table.metrics tbody tr").count() == len(wide_metrics(0, 0))
+        finally:
+            browser.close()
+    assert not console_errors, console_errors

@@ -266,15 +266,24 @@ def test_cli_client_round_trip_never_shows_the_hidden_labels(board: dict[str, An
     view = json.loads(done.stdout)
     assert (view["benchmark"], view["part"], view["primary"]) == ("glue-sst2@1", "public",
                                                                   "accuracy")
-    rows = {row["verified"]: row for row in view["rows"]}
-    assert len(view["rows"]) == 2 and set(rows) == {True, False}  # the rejected file: no row
+    # two separate rankings; the rejected file has no row in either
+    (own,), (reported,) = view["rows"], view["self_reported"]
+    rows = {True: own, False: reported}
+    assert own["verified"] and not reported["verified"] and own["rank"] == reported["rank"] == 1
     assert (rows[True]["team"], rows[True]["model"], rows[True]["params"],
             rows[True]["submission_id"]) == ("alpha", "m", 100, sub_id)
     assert rows[True]["value"] == round(expected["accuracy"], 2)
     assert (rows[False]["team"], rows[False]["value"], rows[False]["model"]) == (
         "beta", 91.25, "reported-bert")
-    done = run("leaderboard", "show", "glue-sst2", "--server", url)  # the rich table
+    done = run("leaderboard", "show", "glue-sst2", "--server", url)  # the rich tables
     assert done.returncode == 0 and "alpha" in done.stdout and "self-reported" in done.stdout
+    assert done.stdout.index("alpha") < done.stdout.index("self-reported") \
+        < done.stdout.index("beta")  # the verified ranking first, the self-reported below
+    done = run("leaderboard", "show", "--server", url)  # no benchmark: the board's list
+    assert done.returncode == 0 and "glue-sst2@1" in done.stdout and "accuracy" in done.stdout
+    assert f"{expected['accuracy']:.2f}" in done.stdout
+    line = one_line_error(run("leaderboard", "show", "glue-sts2", "--server", url))
+    assert "404" in line and "did you mean glue-sst2@1?" in line
 
     # the hidden sentences appear nowhere: CLI output, API answers, the server's logs
     _, own = http("GET", f"{url}/api/submissions", tokens["alpha"])

@@ -110,6 +110,7 @@ def test_submit_score_and_see_the_row(client: TestClient, board: LeaderboardDB) 
     assert "glue-sst2@1" in client.get("/").text
     page = client.get("/b/glue-sst2").text
     assert "alpha" in page and "badge verified" in page and 'class="num primary"' in page
+    assert f">{info['scores']['public']['accuracy']:.2f}<" in page  # the board's 2 decimals
     assert "<svg" in page and f"/submissions/{sub_id}" in page
     csv_text = client.get("/api/benchmarks/glue-sst2@1.csv").text
     assert csv_text.splitlines()[0].startswith("rank,team,model,params,verified,accuracy")
@@ -121,10 +122,15 @@ def test_self_reported_results_with_provenance(client: TestClient, board: Leader
     answer = client.post("/api/results", content=json.dumps(result_doc(97.5)), headers=auth(token))
     assert answer.status_code == 201, answer.text
     entry = answer.json()["id"]
-    (row,) = client.get("/api/benchmarks/glue-sst2").json()["rows"]
+    view = client.get("/api/benchmarks/glue-sst2").json()
+    assert view["rows"] == []  # the verified ranking holds verified rows only
+    (row,) = view["self_reported"]
     assert not row["verified"] and row["self_reported_id"] == entry and row["value"] == 97.5
+    assert row["rank"] == 1 and row["split"] == "validation"
     page = client.get("/b/glue-sst2").text
     assert "badge self" in page and f"/results/{entry}" in page
+    assert "No verified results yet" in page and "may be on another split" in page
+    assert view["best_over_time"] == []  # a self-reported value is never plotted
     prov = client.get(f"/results/{entry}").text
     assert "abc123" in prov and "self-reported" in prov
     bad = result_doc(1.0)

@@ -24,14 +24,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.concurrency import run_in_threadpool
 
 from refbench.errors import RefbenchError
 from refbench.leaderboard import site
-from refbench.leaderboard.db import AuthError, LeaderboardDB, NotFound, QuotaExceeded
+from refbench.leaderboard.db import (
+    AuthError,
+    LeaderboardDB,
+    NotFound,
+    QuotaExceeded,
+    resolve_spec,
+)
+from refbench.registry import METRICS
 
 COOKIE = "refbench_token"
+#: the fields of `/api/benchmarks` (`verified` is the count of verified submissions, the
+#: same as `scored`; `best_verified` the best of the part the board shows)
+SUMMARY_KEYS = ("key", "name", "version", "closed", "scored", "self_reported", "verified",
+                "primary", "higher_is_better", "part", "best_verified")
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
        "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 log = logging.getLogger("refbench.leaderboard")
@@ -82,30 +99,62 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 
 def board_view(db: LeaderboardDB, key: str) -> dict[str, Any]:
-    """What a benchmark's page and JSON show: the public part during the challenge, the
-    private part once it is closed."""
-    from refbench.leaderboard.db import resolve_spec
-    from refbench.registry import METRICS
-
+    """What a benchmark's page, JSON and CSV show: the public part during the challenge,
+    the private part once it is closed; `rows` is the verified ranking and
+    `self_reported` the separate ranking of self-reported results."""
     bench = db.benchmark(key)
     part = "private" if bench["closed"] else "public"
-    rows = db.leaderboard(bench["key"], part=part)
+    decimals = int(db.setting("decimals", 2))
+    rankings = db.rankings(bench["key"], part=part, decimals=decimals)
     spec = resolve_spec(bench["key"])
     directions = METRICS.entry(spec.metric.name).obj.directions
     higher = directions.get(spec.primary, True) is not False
-    return {"bench": dict(bench), "rows": rows, "primary": spec.primary, "higher": higher,
-            "part": part}
+    return {"bench": dict(bench), "rows": rankings.verified,
+            "self_reported": rankings.self_reported, "primary": spec.primary,
+            "higher": higher, "part": part, "decimals": decimals}
 
 
 def board_json(view: dict[str, Any]) -> dict[str, Any]:
+    """The JSON of a benchmark: `rows` holds the verified ranking only, `self_reported`
+    the self-reported one (each ranked from 1); `columns` are the metrics the page shows
+    and `best_over_time` comes from verified rows only."""
     bench = view["bench"]
     return {"benchmark": bench["key"], "name": bench["name"], "version": bench["version"],
             "closed": bool(bench["closed"]), "part": view["part"], "primary": view["primary"],
-            "higher_is_better": view["higher"],
+            "higher_is_better": view["higher"], "decimals": view["decimals"],
             "metric_options": json.loads(bench.get("options") or "{}"),
+            "columns": site.chosen_columns(view["rows"] + view["self_reported"],
+                                           view["primary"]),
             "rows": [row.to_json() for row in view["rows"]],
+            "self_reported": [row.to_json() for row in view["self_reported"]],
             "best_over_time": [{"time": t, "value": v} for t, v in
                                site.best_over_time(view["rows"], view["higher"])]}
+
+
+def board_csv(view: dict[str, Any]) -> str:
+    """The CSV of a benchmark: the verified ranking, then the self-reported one."""
+    return site.board_csv(view["rows"], view["primary"], view["self_reported"])
+
+
+def benchmark_summaries(db: LeaderboardDB) -> list[dict[str, Any]]:
+    """Every benchmark with its counts, primary metric and direction, the part shown and
+    its best verified score (None without one); a benchmark whose spec this refbench
+    lacks keeps its counts with None for the rest, so the index still renders."""
+    out = []
+    for bench in db.benchmarks():
+        summary = bench | {"closed": bool(bench["closed"]), "primary": None,
+                           "higher_is_better": None, "best_verified": None,
+                           "verified": bench["scored"],
+                           "part": "private" if bench["closed"] else "public"}
+        try:
+            view = board_view(db, bench["key"])
+        except RefbenchError:
+            out.append(summary)
+            continue
+        summary.update(primary=view["primary"], higher_is_better=view["higher"],
+                       best_verified=view["rows"][0].value if view["rows"] else None)
+        out.append(summary)
+    return out
 
 
 def public_submission(sub: dict[str, Any]) -> dict[str, Any]:
@@ -206,14 +255,13 @@ def create_app(db: LeaderboardDB, options: ServerOptions | None = None) -> FastA
     # -- JSON API ------------------------------------------------------------------------
     @app.get("/api/benchmarks")
     def api_benchmarks() -> dict[str, Any]:
-        return {"benchmarks": [{k: b[k] for k in ("key", "name", "version", "scored",
-                                                  "self_reported")} | {"closed": bool(b["closed"])}
-                               for b in db.benchmarks()]}
+        return {"benchmarks": [{k: b[k] for k in SUMMARY_KEYS}
+                               for b in benchmark_summaries(db)]}
 
     @app.get("/api/benchmarks/{key}.csv")
     def api_board_csv(key: str) -> Response:
         view = board_view(db, key)
-        return Response(site.board_csv(view["rows"], view["primary"]), media_type="text/csv",
+        return Response(board_csv(view), media_type="text/csv",
                         headers={"Content-Disposition":
                                  f'attachment; filename="{view["bench"]["key"]}.csv"'})
 
@@ -265,15 +313,17 @@ def create_app(db: LeaderboardDB, options: ServerOptions | None = None) -> FastA
     # -- pages -----------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> str:
-        return site.index_page(db.benchmarks(), links, maybe_team(request)[1])
+        return site.index_page(benchmark_summaries(db), links, maybe_team(request)[1],
+                               int(db.setting("decimals", 2)))
 
     @app.get("/b/{key}", response_class=HTMLResponse)
     def board(request: Request, key: str, sort: str | None = None,
               order: str = "desc") -> str:
         view = board_view(db, key)
         return site.board_page(view["bench"], view["rows"], view["primary"], view["higher"],
-                               view["part"], links, team=maybe_team(request)[1], sort=sort,
-                               descending=order != "asc")
+                               view["part"], links, self_reported=view["self_reported"],
+                               team=maybe_team(request)[1], sort=sort,
+                               descending=order != "asc", decimals=view["decimals"])
 
     @app.get("/submissions/{sub_id}", response_class=HTMLResponse)
     def submission(request: Request, sub_id: int) -> str:
@@ -282,11 +332,13 @@ def create_app(db: LeaderboardDB, options: ServerOptions | None = None) -> FastA
         owner = team_id == sub["team_id"]
         if sub["status"] != "scored" and not owner:
             raise NotFound(f"no submission {sub_id}", key="submission")
-        return site.submission_page(sub, db.scores(sub_id), links, team=team, owner=owner)
+        return site.submission_page(sub, db.scores(sub_id), links, team=team, owner=owner,
+                                    decimals=int(db.setting("decimals", 2)))
 
     @app.get("/results/{entry_id}", response_class=HTMLResponse)
     def result(request: Request, entry_id: int) -> str:
-        return site.result_page(db.self_reported(entry_id), links, maybe_team(request)[1])
+        return site.result_page(db.self_reported(entry_id), links, maybe_team(request)[1],
+                                int(db.setting("decimals", 2)))
 
     @app.get("/login", response_class=HTMLResponse)
     def login_form() -> str:

@@ -15,6 +15,7 @@ commit together (or not at all): a killed process never leaves a half-applied ch
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import hmac
 import json
@@ -116,6 +117,9 @@ class Claim:
 
 @dataclass
 class BoardRow:
+    """One row of a ranking: a verified submission (scored here against the hidden
+    labels) or a self-reported result.json; `rank` is its place within its own ranking."""
+
     rank: int
     team: str
     verified: bool
@@ -137,7 +141,20 @@ class BoardRow:
                 "primary": self.primary, "value": self.value, "metrics": self.metrics,
                 "submitted_at": self.submitted_at, "submission_id": self.submission_id,
                 "sha256": self.sha256, "model": self.model, "params": self.params,
-                "self_reported_id": self.self_reported_id, "aggregate": self.aggregate}
+                "self_reported_id": self.self_reported_id, "aggregate": self.aggregate,
+                "split": self.extra.get("split")}
+
+
+@dataclass
+class Rankings:
+    """A benchmark's two separate rankings, each ranked from 1 by the primary metric (ties:
+    the earlier submission first). Self-reported rows were not scored against the hidden
+    labels and may be on another split, so they never share a ranking with verified rows."""
+
+    verified: list[BoardRow]
+    self_reported: list[BoardRow]
+    #: whether a higher primary value ranks first
+    higher: bool = True
 
 
 def validate_filename(name: str) -> str:
@@ -315,8 +332,21 @@ class LeaderboardDB:
                                    "version = (SELECT MAX(version) FROM benchmarks WHERE name "
                                    "= ?))", (key, key, key)).fetchone()
         if row is None:
-            raise NotFound(f"unknown benchmark {key!r} on this leaderboard", key="benchmark")
+            raise NotFound(self._unknown_benchmark(key), key="benchmark")
         return row
+
+    def _unknown_benchmark(self, key: str) -> str:
+        """The one-line error for an unknown benchmark: the closest name on this board
+        (difflib) as a suggestion, or the names it has when none is close."""
+        rows = self._conn().execute("SELECT name, key FROM benchmarks ORDER BY key").fetchall()
+        by_name = {r["key"]: r["key"] for r in rows} | {r["name"]: r["key"] for r in rows}
+        message = f"unknown benchmark {key!r} on this leaderboard"
+        close = difflib.get_close_matches(str(key), list(by_name), n=1, cutoff=0.5)
+        if close:
+            return f"{message}; did you mean {by_name[close[0]]}?"
+        if rows:
+            return f"{message}; it has {', '.join(r['key'] for r in rows)}"
+        return f"{message}; it has no benchmark yet"
 
     def close_benchmark(self, key: str) -> None:
         """End the challenge: private scores become visible."""
@@ -589,11 +619,11 @@ class LeaderboardDB:
         return {"id": row["id"], "team": row["team"], "benchmark": row["benchmark"],
                 "submitted_at": row["submitted_at"], "result": json.loads(row["result_json"])}
 
-    def leaderboard(self, benchmark: str, part: str = "public", decimals: int | None = None,
-                    reveal: bool = False) -> list[BoardRow]:
-        """Rows ranked by the primary metric: verified scores of `part` ('public', or
-        'private' once the benchmark is closed or with `reveal`) and self-reported
-        results, every shown number rounded to `decimals` (setting 'decimals', else 2)."""
+    def rankings(self, benchmark: str, part: str = "public", decimals: int | None = None,
+                 reveal: bool = False) -> Rankings:
+        """The verified ranking (scores of `part`: 'public', or 'private' once the benchmark
+        is closed or with `reveal`) and, separately, the self-reported one; every shown
+        number rounded to `decimals` (setting 'decimals', else 2)."""
         if part not in ("public", "private"):
             raise RefbenchError(f"part must be public or private, not {part!r}", key="part")
         bench = self.benchmark(benchmark)
@@ -602,7 +632,8 @@ class LeaderboardDB:
                                 key="part")
         places = int(self.setting("decimals", 2) if decimals is None else decimals)
         con = self._conn()
-        rows: list[BoardRow] = []
+        verified: list[BoardRow] = []
+        reported: list[BoardRow] = []
         directions: dict[str, str] = {}
         for r in con.execute("SELECT s.id, s.sha256, s.created_at, s.model, s.params, t.name, "
                              "sc.* FROM "
@@ -611,28 +642,51 @@ class LeaderboardDB:
                              "s.status = 'scored'", (bench["id"],)):
             metrics = json.loads(r[f"{part}_json"])
             directions = json.loads(r["directions_json"])
-            rows.append(BoardRow(0, r["name"], True, r["primary_key"],
-                                 round(metrics[r["primary_key"]], places),
-                                 {k: round(v, places) for k, v in metrics.items()},
-                                 r["created_at"], r["id"], r["sha256"], r["model"],
-                                 r["params"]))
+            verified.append(BoardRow(0, r["name"], True, r["primary_key"],
+                                     round(metrics[r["primary_key"]], places),
+                                     {k: round(v, places) for k, v in metrics.items()},
+                                     r["created_at"], r["id"], r["sha256"], r["model"],
+                                     r["params"]))
         for r in con.execute("SELECT sr.*, t.name FROM self_reported sr JOIN teams t ON t.id = "
                              "sr.team_id WHERE sr.benchmark_id = ?", (bench["id"],)):
             doc = json.loads(r["result_json"])
             directions = directions or doc["directions"]
-            rows.append(BoardRow(0, r["name"], False, doc["primary"],
-                                 round(doc["metrics"][doc["primary"]], places),
-                                 {k: round(v, places) for k, v in doc["metrics"].items()},
-                                 r["submitted_at"], model=_model_label(doc.get("model")),
-                                 params=(doc.get("model") or {}).get("params"),
-                                 self_reported_id=r["id"], extra={"self_reported": True, "split": doc["split"],
-                                        "provenance": doc["provenance"]},
-                                 aggregate=_rounded_aggregate(doc.get("aggregate"), places)))
-        if not rows:
-            return rows
-        higher = directions.get(rows[0].primary, "higher") != "lower"
-        rows.sort(key=lambda row: (-row.value if higher else row.value, row.submitted_at,
-                                   row.submission_id or 0))
-        for i, row in enumerate(rows, start=1):
-            row.rank = i
-        return rows
+            reported.append(BoardRow(
+                0, r["name"], False, doc["primary"], round(doc["metrics"][doc["primary"]], places),
+                {k: round(v, places) for k, v in doc["metrics"].items()}, r["submitted_at"],
+                model=_model_label(doc.get("model")),
+                params=(doc.get("model") or {}).get("params"), self_reported_id=r["id"],
+                extra={"self_reported": True, "split": doc["split"],
+                       "provenance": doc["provenance"]},
+                aggregate=_rounded_aggregate(doc.get("aggregate"), places)))
+        first = (verified or reported or [None])[0]
+        higher = first is None or directions.get(first.primary, "higher") != "lower"
+        return Rankings(_ranked(verified, higher), _ranked(reported, higher), higher)
+
+    def leaderboard(self, benchmark: str, part: str = "public", decimals: int | None = None,
+                    reveal: bool = False, *, verified: bool | None = None) -> list[BoardRow]:
+        """Rows of `rankings()`: with `verified=True` the verified ranking, with False the
+        self-reported one; with None (scripts that read everything) both in one list
+        ordered by the primary value, a verified row before a self-reported one on a tie.
+        Each row's `rank` is always its place within its own ranking."""
+        both = self.rankings(benchmark, part, decimals, reveal)
+        if verified is not None:
+            return both.verified if verified else both.self_reported
+        return sorted(both.verified + both.self_reported,
+                      key=lambda row: (_rank_key(row, both.higher)[0], not row.verified,
+                                       *_rank_key(row, both.higher)[1:]))
+
+
+def _rank_key(row: BoardRow, higher: bool) -> tuple[float, float, int]:
+    """The order within a ranking: the primary value, then the earlier submission, then
+    the lower id (stable across runs)."""
+    return (-row.value if higher else row.value, row.submitted_at,
+            row.submission_id or row.self_reported_id or 0)
+
+
+def _ranked(rows: list[BoardRow], higher: bool) -> list[BoardRow]:
+    """`rows` sorted by `_rank_key` and numbered from 1."""
+    rows.sort(key=lambda row: _rank_key(row, higher))
+    for i, row in enumerate(rows, start=1):
+        row.rank = i
+    return rows
