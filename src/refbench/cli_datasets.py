@@ -4,11 +4,14 @@ their official layouts. Heavy modules are imported inside the commands."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from refbench.cli_output import JSON_OPT, emit
+
+if TYPE_CHECKING:  # pragma: no cover
+    from refbench.datasets.base import CheckReport
 
 datasets_app = typer.Typer(help="Check, prepare, synthesize and export datasets in their "
                                 "official layouts.", no_args_is_help=True)
@@ -20,24 +23,58 @@ def _builder(name: str) -> Any:
     return get_builder(name)
 
 
+#: problems of one kind whose places the summary line shows (`--all` lists every problem)
+CHECK_EXAMPLES = 3
+
+
 @datasets_app.command("check")
 def datasets_check(name: str = typer.Argument(..., help="Dataset name, e.g. glue."),
                    root: Path = typer.Option(..., "--root", help="Folder of the official release."),
                    config: list[str] = typer.Option([], "--config", "-c",
                                                     help="Only these configs (repeatable)."),
+                   show_all: bool = typer.Option(False, "--all",
+                                                 help="List every problem, not one summary "
+                                                      "line per kind of problem."),
                    as_json: bool = JSON_OPT) -> None:
-    """Report missing files and the first malformed line of each file; writes nothing."""
+    """Report missing files and the first malformed line of each file; writes nothing.
+
+    Prints one summary line per kind of problem (count, first few paths), the first
+    problem of each kind, and hints for situations it recognizes (a subset of the
+    release, --root one level off, another release format). --json prints the report
+    with every problem plus `summary` and `hints`.
+
+    Exit codes: 0 the release is complete and well-formed; 1 problems were found (a
+    --root that does not exist included: that is a problem with the data); 2 usage
+    error (unknown dataset or config, bad option)."""
     builder = _builder(name)
     report = builder.check(root, builder.resolve_configs(config or None))
     if as_json:
         emit(report.to_json())
     else:
-        typer.echo(f"{name}: {len(report.found)} file(s) found under {root}")
-        for problem in report.problems:
-            typer.echo(f"  problem: {problem.format()}")
-        typer.echo("ok" if report.ok else f"{len(report.problems)} problem(s)")
+        for line in check_report_lines(name, report, show_all):
+            typer.echo(line)
     if not report.ok:
-        raise typer.Exit(2)
+        raise typer.Exit(1)
+
+
+def check_report_lines(name: str, report: CheckReport, show_all: bool = False) -> list[str]:
+    """The text `datasets check` prints for a report: what was found, one summary line per
+    kind of problem followed by the first problem of that kind (with `show_all`: every
+    problem instead), the hints, and the verdict."""
+    lines = [f"{name}: {len(report.found):,} file(s) found under {report.root}"]
+    groups = report.summary(CHECK_EXAMPLES)
+    for group in groups:
+        lines.append(f"  {group.line()}")
+        if not show_all and group.count > 1:
+            lines.append(f"    first: {group.first}")
+    if show_all and report.problems:
+        lines.append("every problem:")
+        lines.extend(f"  {p.kind}: {p.format(report.root)}" for p in report.problems)
+    elif len(report.problems) > len(groups):
+        lines.append("  (--all lists every problem)")
+    lines.extend(f"hint: {hint}" for hint in report.hints)
+    lines.append("ok" if report.ok else f"{len(report.problems):,} problem(s)")
+    return lines
 
 
 @datasets_app.command("prepare")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import refbench
 from refbench.datasets.glue.builder import (GlueBuilder, derive_mrpc, read_config, read_sts_benchmark_csv,
                                     read_task_file)
 
@@ -176,3 +177,48 @@ def test_excerpt_root_prepares_and_loads(shared_data: Path, tmp_path: Path) -> N
     assert stsb.features["label"].dtype == "float32"
     assert stsb["label"] == pytest.approx([5.0, 4.75])
     assert read_config(root, "ax")["test"][1]["premise"] == "The cat did not sit on the mat."
+
+
+def test_raw_sts_benchmark_root_prepares_like_glue_stsb(shared_data: Path, tmp_path: Path) -> None:
+    """STS-B given as the raw STS Benchmark release (the real sts-dev.csv; standing in for
+    sts-train.csv and sts-test.csv too, which are not in the samples): check passes, the
+    dev split equals GLUE's STS-B/dev.tsv head, test scores are dropped as GLUE does."""
+    real = shared_data / "glue/stsbenchmark/sts-dev.csv"
+    root = tmp_path / "glue"
+    (root / "stsbenchmark").mkdir(parents=True)
+    for name in ("sts-train.csv", "sts-dev.csv", "sts-test.csv"):
+        shutil.copyfile(real, root / "stsbenchmark" / name)
+    builder = GlueBuilder()
+    report = builder.check(root, ["stsb"])
+    assert report.ok, [p.format() for p in report.problems]
+    splits = read_config(root, "stsb")
+    assert {k: len(v) for k, v in splits.items()} == {"train": 1500, "validation": 1500,
+                                                      "test": 1500}
+    assert {r["label"] for r in splits["test"]} == {-1}
+    glue = read_task_file(shared_data / "glue/excerpts/transformers_tests_samples/STS-B/dev.tsv",
+                          "stsb", "validation")
+    assert splits["validation"][:9] == glue
+    cache = tmp_path / "cache"
+    manifest = builder.prepare(root, cache, configs=["stsb"])
+    assert manifest["splits"]["stsb"] == {"train": 1500, "validation": 1500, "test": 1500}
+    dev = refbench.load_dataset("glue", "validation", config="stsb", cache_dir=str(cache))
+    assert dev[0] == {"idx": 0, "sentence1": "A man with a hard hat is dancing.",
+                      "sentence2": "A man wearing a hard hat is dancing.", "label": 5.0}
+
+
+def test_check_on_the_sample_folders_gives_hints(shared_data: Path) -> None:
+    glue = shared_data / "glue"
+    report = GlueBuilder().check(glue)
+    assert not report.ok
+    # only sts-dev.csv of the raw STS Benchmark release is there: the others are named
+    missing = {Path(p.path).name for p in report.problems if p.kind == "missing file"}
+    assert {"sts-train.csv", "sts-test.csv"} <= missing
+    assert report.hints == [f"{glue / DUMMY.split('/', 1)[1]} holds GLUE task folders (CoLA, "
+                            f"SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI): use --root "
+                            f"{glue / DUMMY.split('/', 1)[1]}"]
+    task = GlueBuilder().check(shared_data / DUMMY / "CoLA")
+    assert task.hints == [(f"{shared_data / DUMMY / 'CoLA'} is one task's folder, not the GLUE "
+                           f"root that holds the task folders (CoLA/, SST-2/, ...): use --root "
+                           f"{shared_data / DUMMY} -c cola")]
+    raw = GlueBuilder().check(glue / "stsbenchmark")
+    assert raw.hints[0].endswith(f"use --root {glue} -c stsb")

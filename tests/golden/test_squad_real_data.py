@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from refbench.benchmarks.scoring import evaluate_file
+from refbench.datasets.base import NOT_A_FOLDER
+from refbench.datasets.squad.builder import SquadBuilder
 from refbench.errors import RefbenchError
 
 V1_DEV = "squad/v1.1/xquad.en.json"
@@ -68,8 +70,10 @@ def _official_v1(dev: Path, preds: dict[str, str]) -> dict[str, float]:
 def _official_v2(dev: Path, preds: dict[str, str], na_probs: dict[str, float] | None = None,
                  thresh: float = 1.0) -> dict[str, float]:
     """evaluate-v2.0.py's numbers. Missing predictions score 0 over the full total (the
-    script itself dies on them; refbench documents this reading)."""
+    script itself dies on them; refbench documents this reading). Like the script, the
+    best_* keys only with an na-prob file."""
     questions = _questions(dev)
+    with_na_file = na_probs is not None
     if na_probs is None:
         na_probs = {k: 0.0 for k in preds}
     has_ans = {qa["id"]: bool(qa["answers"]) for qa in questions}
@@ -95,7 +99,8 @@ def _official_v2(dev: Path, preds: dict[str, str], na_probs: dict[str, float] | 
             out[prefix + "exact"] = 100.0 * sum(em_t[q] for q in ids) / len(ids)
             out[prefix + "f1"] = 100.0 * sum(f1_t[q] for q in ids) / len(ids)
             out[prefix + "total"] = float(len(ids))
-    for name, raw in (("exact", raw_em), ("f1", raw_f1)):
+    searched = (("exact", raw_em), ("f1", raw_f1)) if with_na_file else ()
+    for name, raw in searched:
         score = best = float(sum(1 for q in raw if not has_ans[q]))
         best_thresh = 0.0
         for q in sorted(na_probs, key=lambda k: na_probs[k]):
@@ -177,7 +182,8 @@ def test_v11_prediction_files_score_like_the_script(shared_data: Path, tmp_path:
         assert result.metrics[key] == pytest.approx(value, abs=1e-9), key
     missing = REALLY_MISSING.get(model, 0)
     assert result.counts == {"references": 1190, "predictions": 1190 - missing,
-                             "missing": missing}
+                             "missing": missing, "extra": 0, "scored": 1190}
+    assert len(result.warnings) == (1 if missing else 0)
 
 
 @pytest.mark.parametrize("model", V2_MODELS)
@@ -189,7 +195,7 @@ def test_v20_prediction_files_score_like_the_script(shared_data: Path, tmp_path:
     assert expected["total"] == 626 and expected["NoAns_total"] == 333
     assert 0 < expected["NoAns_exact"] < 100 and 0 < expected["HasAns_f1"] < 100
     result = evaluate_file("squad-v2.0", preds, dev)
-    assert list(result.metrics) == list(expected)
+    assert list(result.metrics) == list(expected)  # no best_*: no na-prob file
     for key, value in expected.items():
         assert result.metrics[key] == pytest.approx(value, abs=1e-9), key
     assert result.primary == "f1"
@@ -222,16 +228,28 @@ def test_v20_with_na_prob_file_and_threshold(shared_data: Path, tmp_path: Path) 
     assert expected["exact"] != _official_v2(dev, preds)["exact"]  # the threshold mattered
 
 
-def test_unrestricted_prediction_file_is_rejected(shared_data: Path, tmp_path: Path) -> None:
+def test_unrestricted_prediction_file_scores_with_a_warning(shared_data: Path,
+                                                            tmp_path: Path) -> None:
+    """A leaderboard file for the whole dev set, scored against the 2-article subset: the
+    script ignores the other questions, so refbench does and says so; --strict refuses."""
     full = shared_data / "squad" / "predictions" / "v2.0" / "nlnet_single_msra.json"
     dev = shared_data / V2_DEV
-    known = {qa["id"] for qa in _questions(dev)}
-    first_unknown = next(q for q in json.loads(full.read_text(encoding="utf-8"))
-                         if q not in known)
+    known = [qa["id"] for qa in _questions(dev)]
+    preds = json.loads(full.read_text(encoding="utf-8"))
+    first_unknown = next(q for q in preds if q not in set(known))
+    result = evaluate_file("squad-v2.0", full, dev)
+    expected = _official_v2(dev, preds)
+    for key, value in expected.items():
+        assert result.metrics[key] == pytest.approx(value, abs=1e-9), key
+    assert result.counts == {"references": 626, "predictions": 626 + 11247, "missing": 0,
+                             "extra": 11247, "scored": 626}
+    (warning,) = result.warnings
+    assert "\n" not in warning and str(full) in warning and first_unknown in warning
+    assert "11247 prediction id(s) not in the references" in warning and "ignored" in warning
     with pytest.raises(RefbenchError) as err:
-        evaluate_file("squad-v2.0", full, dev)
+        evaluate_file("squad-v2.0", full, dev, strict=True)
     message = str(err.value)
-    assert "\n" not in message and str(full) in message and repr(first_unknown) in message
+    assert "\n" not in message and str(full) in message and first_unknown in message
     assert "11247 prediction id(s) not in the references" in message
 
 
@@ -253,6 +271,9 @@ def test_missing_predictions_score_zero_and_are_counted(shared_data: Path, tmp_p
         assert result.metrics[key] == pytest.approx(value, abs=1e-9), key
     assert result.counts["missing"] == len(dropped)
     assert result.counts["references"] == len(preds)
+    (warning,) = result.warnings
+    assert f"{len(dropped)} id(s) of the references have no prediction" in warning
+    assert "scored 0" in warning and dropped[0] in warning
 
 
 def test_references_from_a_root_folder_and_the_prepared_split(shared_data: Path,
@@ -294,3 +315,18 @@ def test_copied_dev_with_a_broken_offset_names_file_and_question(shared_data: Pa
     with pytest.raises(RefbenchError, match=qa["id"]):
         SquadBuilder().prepare(root, tmp_path / "cache")
     assert list((tmp_path / "cache" / "squad").iterdir()) == []  # no cache, no temp folder
+
+
+def test_check_hints_on_the_sample_folders(shared_data: Path) -> None:
+    squad = shared_data / "squad"
+    xquad = squad / "v1.1" / "xquad.en.json"
+    report = SquadBuilder().check(xquad)
+    assert [p.kind for p in report.problems] == [NOT_A_FOLDER]
+    assert report.hints == [(
+        "--root takes a folder holding the SQuAD files under their official names "
+        "(train-v1.1.json, dev-v1.1.json, train-v2.0.json, dev-v2.0.json): put xquad.en.json "
+        "into a folder under the name of its version and split, and pass that folder as "
+        "--root")]
+    report = SquadBuilder().check(squad / "v1.1")
+    assert report.hints[0].startswith("JSON files under other names (xquad.en.json) are not "
+                                      "read")

@@ -124,3 +124,22 @@ def test_evaluate_official_bin_files_end_to_end(waymo: Path, tmp_path: Path):
     write_box_file(tmp_path / "predictions.parquet", read_box_file(gt_bin))
     again = evaluate_file("waymo-3d", tmp_path / "predictions.parquet", references=gt_bin)
     assert again.metrics == result.metrics
+
+
+def test_check_of_the_sample_folder_points_at_v2_and_explains_v1(waymo: Path):
+    report = W.WaymoBuilder().check(waymo)
+    assert not report.ok
+    assert report.hints[0] == (f"{waymo / 'v2'} holds the v2 Parquet release (training/): use "
+                               f"--root {waymo / 'v2'}")
+    v1 = report.hints[1]
+    assert v1.startswith("2 Waymo v1 TFRecord file(s) found "
+                         "(v1/validation/pvps_data_one_frame.tfrecord and 1 more): "
+                         "`datasets prepare waymo` reads only the v2 Parquet release")
+    assert "refbench.datasets.waymo.v1" in v1 and "`refbench evaluate waymo-3d`" in v1
+    v2 = W.WaymoBuilder().check(waymo / "v2")
+    assert v2.hints[0].startswith("only training/ holds segments")
+    assert v2.hints[1].startswith("the v2 release is downloaded component by component")
+    # what the v1 hint promises: the container is read, frame by frame
+    for path in sorted((waymo / "v1" / "validation").glob("*.tfrecord")):
+        context, stamp = V1.frame_header(next(V1.iter_records(path))[1])
+        assert context and stamp > 0

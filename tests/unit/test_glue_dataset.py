@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import refbench
+from refbench.datasets.base import MALFORMED_LINE, MISSING_FILE
 from refbench.datasets.glue.builder import (TASKS, GlueBuilder, locate_files, read_config,
                                     read_task_file)
 from refbench.datasets.glue.synth import synthesize_glue
@@ -252,3 +255,95 @@ def test_diagnostic_lookup_order_and_label_column(broken_root: Path) -> None:
     assert locate_files(broken_root, "ax")[0] == {"test": moved}
     assert read_config(broken_root, "ax")["test"] == [
         {"idx": 0, "premise": "A dog ran.", "hypothesis": "A dog moved.", "label": 0}]
+
+
+# -- STS-B from the raw STS Benchmark release --------------------------------------------------
+def _to_sts_benchmark(tsv: Path, out: Path, labeled: bool) -> None:
+    """Write a GLUE STS-B TSV back as the raw STS Benchmark file it re-packages: no header,
+    genre, filename, year, id, score, sentence1, sentence2; every third row with the two
+    trailing source columns that some official rows carry."""
+    rows = [line.split("\t") for line in tsv.read_text(encoding="utf-8").splitlines()[1:]]
+    lines = []
+    for i, f in enumerate(rows):
+        score = f[9] if labeled else "2.500"
+        extra = ["Europe Media Monitor", "Europe Media Monitor"] if i % 3 == 0 else []
+        lines.append("\t".join([f[1], f[2], f[3], f[4], score, f[7], f[8], *extra]))
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture()
+def raw_stsb_root(broken_root: Path) -> Path:
+    """The synthetic GLUE root with STS-B given as stsbenchmark/sts-{train,dev,test}.csv."""
+    raw = broken_root / "stsbenchmark"
+    raw.mkdir()
+    for split, name in (("train", "sts-train.csv"), ("dev", "sts-dev.csv"),
+                        ("test", "sts-test.csv")):
+        _to_sts_benchmark(broken_root / "STS-B" / f"{split}.tsv", raw / name, split != "test")
+    return broken_root
+
+
+def test_raw_sts_benchmark_release_equals_the_glue_files(raw_stsb_root: Path,
+                                                         tmp_path: Path) -> None:
+    expected = read_config(raw_stsb_root, "stsb")
+    shutil.rmtree(raw_stsb_root / "STS-B")
+    files, missing = locate_files(raw_stsb_root, "stsb")
+    assert missing == [] and sorted(files) == ["sts-dev.csv", "sts-test.csv", "sts-train.csv"]
+    assert read_config(raw_stsb_root, "stsb") == expected
+    assert {row["label"] for row in expected["test"]} == {-1}
+    builder = GlueBuilder()
+    report = builder.check(raw_stsb_root, ["stsb"])
+    assert report.ok, [p.format() for p in report.problems]
+    assert sorted(report.found) == ["stsbenchmark/sts-dev.csv", "stsbenchmark/sts-test.csv",
+                                    "stsbenchmark/sts-train.csv"]
+    manifest = builder.prepare(raw_stsb_root, tmp_path / "cache", configs=["stsb"])
+    assert "stsbenchmark/sts-dev.csv" in manifest["sources"]
+    dev = refbench.load_dataset("glue", "validation", config="stsb",
+                                cache_dir=str(tmp_path / "cache"))
+    assert dev["sentence1"] == [r["sentence1"] for r in expected["validation"]]
+    assert dev["label"] == pytest.approx([r["label"] for r in expected["validation"]])
+    # the same files in STS-B/ (where GLUE's TSVs would be) are accepted too
+    shutil.move(str(raw_stsb_root / "stsbenchmark"), str(raw_stsb_root / "STS-B"))
+    assert read_config(raw_stsb_root, "stsb") == expected
+
+
+def test_raw_sts_benchmark_problems(raw_stsb_root: Path) -> None:
+    shutil.rmtree(raw_stsb_root / "STS-B")
+    _edit_line(raw_stsb_root / "stsbenchmark" / "sts-dev.csv", 3,
+               lambda b: b.replace(b"\t", b"\t\t", 1) + b"\tx\ty")
+    report = GlueBuilder().check(raw_stsb_root, ["stsb"])
+    assert [(p.kind, Path(p.path).name, p.line) for p in report.problems] == [
+        (MALFORMED_LINE, "sts-dev.csv", 3)]
+    assert "expected 7 or 8 or 9 tab-separated columns, found 10" in report.problems[0].message
+    (raw_stsb_root / "stsbenchmark" / "sts-test.csv").unlink()
+    report = GlueBuilder().check(raw_stsb_root, ["stsb"])
+    assert [(p.kind, p.message) for p in report.problems] == [
+        (MISSING_FILE, ("missing STS Benchmark file stsbenchmark/sts-test.csv (the raw release "
+                        "needs all of sts-train.csv, sts-dev.csv, sts-test.csv; or give GLUE's "
+                        "STS-B/ with train.tsv, dev.tsv, test.tsv)"))]
+    with pytest.raises(RefbenchError, match="missing STS Benchmark file stsbenchmark/sts-test"):
+        read_config(raw_stsb_root, "stsb")
+
+
+# -- check: hints ---------------------------------------------------------------------------
+def test_check_hints_for_a_task_folder_and_a_parent_folder(broken_root: Path,
+                                                            tmp_path: Path) -> None:
+    report = GlueBuilder().check(broken_root / "CoLA")
+    assert report.hints == [(f"{broken_root / 'CoLA'} is one task's folder, not the GLUE root "
+                             f"that holds the task folders (CoLA/, SST-2/, ...): use --root "
+                             f"{broken_root} -c cola")]
+    parent = tmp_path / "downloads"
+    (parent / "glue_data").mkdir(parents=True)
+    shutil.move(str(broken_root), str(parent / "glue_data" / "root"))
+    report = GlueBuilder().check(parent)
+    assert len(report.hints) == 1 and report.hints[0].startswith(
+        f"{parent / 'glue_data' / 'root'} holds GLUE task folders (CoLA, SST-2, MRPC, STS-B")
+    assert report.hints[0].endswith(f"use --root {parent / 'glue_data' / 'root'}")
+
+
+def test_check_hint_for_some_tasks_only(broken_root: Path) -> None:
+    for folder in ("SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI", "diagnostic"):
+        shutil.rmtree(broken_root / folder)
+    report = GlueBuilder().check(broken_root)
+    assert report.hints == [("only 1 of 10 GLUE configs are complete here (cola): to check and "
+                             "prepare just those, add -c cola")]
+    assert GlueBuilder().check(broken_root, ["cola"]).ok

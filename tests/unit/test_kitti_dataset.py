@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from refbench.datasets.kitti import geometry as geo
-from refbench.datasets.base import load_prepared, read_manifest
+from refbench.datasets.base import MISSING_FILE, MISSING_FOLDER, load_prepared, read_manifest
 from refbench.datasets.kitti.builder import KittiBuilder, parse_label_text, read_velodyne
 from refbench.errors import RefbenchError
 from refbench.io import sha256_file
@@ -187,3 +187,65 @@ def test_prepare_resumes_after_interruption(synth_root: Path, tmp_path: Path,
         np.testing.assert_array_equal(a["num_points"], b["num_points"])
     assert read_manifest(builder.cache_path(cache))["fingerprint"] == \
         read_manifest(builder.cache_path(fresh_cache))["fingerprint"]
+
+
+# -- check: summary notes and hints -----------------------------------------------------------
+def test_check_subset_of_frames_is_summarized_with_a_hint(root: Path) -> None:
+    for folder in ("velodyne", "calib", "image_2", "label_2"):
+        for path in (root / "training" / folder).iterdir():
+            if path.stem not in ("000000", "000001", "000002"):
+                path.unlink()
+    report = KittiBuilder().check(root)
+    groups = report.summary()
+    assert [(g.kind, g.count) for g in groups] == [(MISSING_FILE, 9 * 4)]
+    train = (root / "ImageSets" / "train.txt").read_text().split()
+    val = (root / "ImageSets" / "val.txt").read_text().split()
+    have_train = [i for i in train if i in ("000000", "000001", "000002")]
+    assert groups[0].notes == [
+        f"{len(have_train)} of {len(train)} frames of ImageSets/train.txt present",
+        f"{3 - len(have_train)} of {len(val)} frames of ImageSets/val.txt present"]
+    assert report.hints == [(
+        "only 3 of 12 frames of ImageSets/train.txt, ImageSets/val.txt are present (000000, "
+        "000001, 000002): to use the frames you have, keep only their ids in "
+        "ImageSets/train.txt, ImageSets/val.txt (e.g. `ls training/velodyne | sed "
+        "'s/\\.bin$//'`), or download the rest of the release")]
+    assert len(report.found) == 3 + 3 * 4 + 3 * 3  # ImageSets, training and testing files
+    # doing what the hint says makes the check pass
+    (root / "ImageSets" / "train.txt").write_text("".join(f"{i}\n" for i in have_train))
+    (root / "ImageSets" / "val.txt").write_text(
+        "".join(f"{i}\n" for i in ("000000", "000001", "000002") if i not in have_train))
+    assert KittiBuilder().check(root).ok
+
+
+def test_check_missing_testing_part_is_one_problem_and_a_hint(root: Path) -> None:
+    shutil.rmtree(root / "testing")
+    report = KittiBuilder().check(root)
+    assert [(p.kind, p.path) for p in report.problems] == [(MISSING_FOLDER,
+                                                            str(root / "testing"))]
+    assert report.notes[MISSING_FOLDER] == ["ImageSets/test.txt lists 3 frames of testing/"]
+    assert len(report.hints) == 1
+    assert report.hints[0].startswith("ImageSets/test.txt lists 3 frames but testing/ is "
+                                      "missing: unpack the testing part")
+    (root / "ImageSets" / "test.txt").write_text("")  # the hint's other way out
+    assert KittiBuilder().check(root).ok
+
+
+def test_check_root_one_level_off_suggests_the_right_root(root: Path, tmp_path: Path) -> None:
+    report = KittiBuilder().check(root / "training")
+    assert len(report.problems) == 3  # the ImageSets files
+    assert report.hints == [(f"{root / 'training'} holds velodyne/, calib/, image_2/, label_2/ "
+                             f"itself, so it is the training/ folder of a KITTI release, not "
+                             f"its root: use --root {root}")]
+    parent = tmp_path / "datasets"
+    parent.mkdir()
+    shutil.move(str(root), str(parent / "kitti"))
+    report = KittiBuilder().check(parent)
+    assert report.hints == [(f"{parent / 'kitti'} looks like the KITTI release (it holds "
+                             f"ImageSets/ or training/): use --root {parent / 'kitti'}")]
+
+
+def test_check_without_imagesets_says_where_they_come_from(root: Path) -> None:
+    shutil.rmtree(root / "ImageSets")
+    report = KittiBuilder().check(root)
+    assert len(report.problems) == 3
+    assert len(report.hints) == 1 and "not part of the KITTI download" in report.hints[0]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from refbench.datasets.base import load_prepared
+from refbench.datasets.base import NOT_A_FOLDER, load_prepared
 from refbench.datasets.squad.builder import SquadBuilder, read_squad_file
 from refbench.datasets.squad.synth import synthesize_squad
 from refbench.errors import RefbenchError
@@ -251,3 +252,32 @@ def test_v2_requires_is_impossible(synth_root: Path, tmp_path: Path) -> None:
     qid = _break(root, "dev-v2.0.json", drop)
     with pytest.raises(RefbenchError, match=f"question '{qid}': missing key 'is_impossible'"):
         read_squad_file(root / "dev-v2.0.json")
+
+
+# -- check: hints ---------------------------------------------------------------------------
+def test_check_a_json_file_as_root_gets_a_hint(synth_root: Path, tmp_path: Path) -> None:
+    report = SquadBuilder().check(synth_root / "dev-v1.1.json")
+    assert [p.kind for p in report.problems] == [NOT_A_FOLDER]
+    assert report.hints == [("--root takes the folder holding the SQuAD files, not one file: "
+                             f"use --root {synth_root} -c v1.1")]
+    other = tmp_path / "my-squad.json"
+    shutil.copyfile(synth_root / "dev-v1.1.json", other)
+    report = SquadBuilder().check(other)
+    assert len(report.hints) == 1 and "official names" in report.hints[0]
+    assert f"put {other.name} into a folder" in report.hints[0]
+
+
+def test_check_hints_for_other_names_a_parent_and_one_config(synth_root: Path,
+                                                             tmp_path: Path) -> None:
+    root = _copy(synth_root, tmp_path / "downloads" / "squad")
+    report = SquadBuilder().check(tmp_path / "downloads")
+    assert report.hints == [f"{root} holds official SQuAD files: use --root {root}"]
+    (root / "train-v2.0.json").unlink()
+    (root / "dev-v2.0.json").rename(root / "squad2-dev.json")
+    report = SquadBuilder().check(root)
+    assert len(report.problems) == 2
+    assert report.hints[0].startswith("JSON files under other names (squad2-dev.json) are not "
+                                      "read: refbench reads only the official names")
+    assert report.hints[1] == ("only v1.1 of SQuAD v1.1, v2.0 is complete here: to check and "
+                               "prepare just that, add -c v1.1")
+    assert SquadBuilder().check(root, ["v1.1"]).ok

@@ -15,6 +15,7 @@ from refbench.benchmarks.formats.waymo import (
     read_reference_folder,
     write_box_file,
 )
+from refbench.datasets.base import MISSING_FOLDER
 from refbench.datasets.waymo import builder as W
 from refbench.datasets.waymo import reader as R
 from refbench.datasets.waymo import v1 as V1
@@ -189,3 +190,57 @@ def test_frame_wire_parsing_by_hand():
     [parsed] = V1.frame_laser_labels(frame)
     assert parsed["box"] == [1.0, 2.0, 3.0, 4.5, 2.0, 1.5, 0.5]
     assert parsed["type"] == 2 and parsed["num_points"] == 9
+
+
+# -- check: hints --------------------------------------------------------------------------
+def _v2_layout(root: Path, splits: tuple[str, ...] = R.SPLITS) -> Path:
+    """Empty component files in the v2 layout (check looks at names only)."""
+    for split in splits:
+        for comp in R.REQUIRED[split]:
+            (root / split / comp).mkdir(parents=True)
+            (root / split / comp / "seg_0.parquet").write_bytes(b"")
+    return root
+
+
+def test_check_hints_when_the_root_holds_v2(tmp_path: Path) -> None:
+    _v2_layout(tmp_path / "waymo" / "v2")
+    report = W.WaymoBuilder().check(tmp_path / "waymo")
+    assert [(p.kind, Path(p.path).name) for p in report.problems] == [
+        (MISSING_FOLDER, s) for s in R.SPLITS]
+    assert report.hints == [(f"{tmp_path / 'waymo' / 'v2'} holds the v2 Parquet release "
+                             f"(training/, validation/, testing/): use --root "
+                             f"{tmp_path / 'waymo' / 'v2'}")]
+    assert W.WaymoBuilder().check(tmp_path / "waymo" / "v2").ok
+    split = W.WaymoBuilder().check(tmp_path / "waymo" / "v2" / "training")
+    assert len(split.hints) == 1 and split.hints[0].endswith(
+        f"use --root {tmp_path / 'waymo' / 'v2'}, the folder holding training/, validation/, "
+        f"testing/")
+    component = W.WaymoBuilder().check(tmp_path / "waymo" / "v2" / "training" / "lidar")
+    assert component.hints == [(f"{tmp_path / 'waymo' / 'v2' / 'training' / 'lidar'} holds "
+                                f"*.parquet files itself, so it is one component folder (like "
+                                f"training/lidar/): use --root {tmp_path / 'waymo' / 'v2'}")]
+
+
+def test_check_hints_for_v1_tfrecords(tmp_path: Path) -> None:
+    root = tmp_path / "waymo_v1"
+    (root / "validation").mkdir(parents=True)
+    V1.write_records(root / "validation" / "segment-1_with_camera_labels.tfrecord", [b"x"])
+    report = W.WaymoBuilder().check(root)
+    assert not report.ok
+    assert len(report.hints) == 1
+    hint = report.hints[0]
+    assert hint.startswith("1 Waymo v1 TFRecord file(s) found "
+                           "(validation/segment-1_with_camera_labels.tfrecord): "
+                           "`datasets prepare waymo` reads only the v2 Parquet release")
+    assert "refbench.datasets.waymo.v1" in hint and "refbench evaluate waymo-3d" in hint
+    assert "\n" not in hint
+
+
+def test_check_hints_for_missing_splits_and_components(tmp_path: Path) -> None:
+    root = _v2_layout(tmp_path / "v2", ("training",))
+    (root / "training" / "lidar_box" / "seg_0.parquet").unlink()
+    report = W.WaymoBuilder().check(root)
+    assert len(report.problems) == 3
+    assert report.hints[0].startswith("only training/ holds segments: prepare needs all of "
+                                      "training/, validation/, testing/")
+    assert report.hints[1].startswith("the v2 release is downloaded component by component")

@@ -8,6 +8,7 @@ failed prepare leaves no half-written cache. `load_prepared` reads only the cach
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shutil
@@ -33,34 +34,173 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "refbench"
 
 
+#: Kinds of `Problem` that builders share; `check` groups and counts problems by kind.
+MISSING_FILE = "missing file"
+MISSING_FOLDER = "missing folder"
+NOT_A_FOLDER = "not a folder"
+MALFORMED_LINE = "malformed line"
+MALFORMED_FILE = "malformed file"
+OTHER_PROBLEM = "problem"
+
+
 @dataclass
 class Problem:
-    """One thing wrong with a dataset folder: where, and what."""
+    """One thing wrong with a dataset folder: where, what, and its kind (`MISSING_FILE`,
+    `MALFORMED_LINE`, ...), by which `CheckReport` groups, counts and summarizes problems.
+
+    A problem made without a kind is a `MALFORMED_LINE` when it names a line, else
+    `OTHER_PROBLEM`, so builders written before kinds existed keep working."""
 
     path: str
     message: str
     line: int | None = None
+    kind: str = ""
 
-    def format(self) -> str:
-        where = self.path if self.line is None else f"{self.path}:{self.line}"
-        return f"{where}: {self.message}"
+    def __post_init__(self) -> None:
+        if not self.kind:
+            self.kind = MALFORMED_LINE if self.line is not None else OTHER_PROBLEM
+
+    @classmethod
+    def from_error(cls, exc: RefbenchError, path: str | os.PathLike[str]) -> "Problem":
+        """The problem a parser's `RefbenchError` describes (a malformed line when it names
+        one, else a malformed file); `path` stands in when the error names no file."""
+        message = f"[{exc.key}] {exc.message}" if exc.key else exc.message
+        kind = MALFORMED_LINE if exc.line is not None else MALFORMED_FILE
+        return cls(exc.path or str(path), message, exc.line, kind)
+
+    def where(self, root: str | None = None) -> str:
+        """`path` (relative to `root` when inside it), with `:line` when there is one."""
+        path = self.path
+        if root:
+            path = path.removeprefix(root.rstrip("/\\") + os.sep)
+        return path if self.line is None else f"{path}:{self.line}"
+
+    def format(self, root: str | None = None) -> str:
+        return f"{self.where(root)}: {self.message}"
+
+
+@dataclass
+class ProblemGroup:
+    """The problems of one kind: how many, the first few places, and the builders' notes
+    for the kind (e.g. how many frames of a list are present)."""
+
+    kind: str
+    count: int
+    examples: list[str]
+    first: str
+    notes: list[str]
+
+    def line(self) -> str:
+        """One summary line: `kind: count (example, example, ...) — note; note`, or for a
+        single problem `kind: where: message — note`."""
+        if self.count == 1:
+            text = f"{self.kind}: {self.first}"
+        else:
+            more = ", ..." if self.count > len(self.examples) else ""
+            text = f"{self.kind}: {self.count:,} ({', '.join(self.examples)}{more})"
+        return text + (" — " + "; ".join(self.notes) if self.notes else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "count": self.count, "examples": self.examples,
+                "first": self.first, "notes": self.notes}
 
 
 @dataclass
 class CheckReport:
-    """What `check` found: files present, and the problems (missing files, first bad line)."""
+    """What `check` found: files present, the problems (missing files, first bad line of
+    each file), notes per problem kind and one-line hints for the situations the builder
+    recognizes (a subset of the release, `--root` one level off, another release format).
+
+    Builders append to `found`, `problems` and `hints` and call `note`; `summary` groups
+    the problems by kind so that tens of thousands of missing files read as one line."""
 
     root: str
     found: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    def add(self, path: str | os.PathLike[str], message: str, kind: str,
+            line: int | None = None) -> Problem:
+        """Append a problem of `kind` and return it."""
+        problem = Problem(str(path), message, line, kind)
+        self.problems.append(problem)
+        return problem
+
+    def note(self, kind: str, text: str) -> None:
+        """Attach `text` to the summary line of the problems of `kind` (once)."""
+        notes = self.notes.setdefault(kind, [])
+        if text not in notes:
+            notes.append(text)
+
+    def hint(self, text: str) -> None:
+        """Add a hint: one line (newlines are folded into spaces), each given once."""
+        text = " ".join(text.split())
+        if text and text not in self.hints:
+            self.hints.append(text)
+
+    def summary(self, examples: int = 3) -> list[ProblemGroup]:
+        """The problems grouped by kind, in order of first appearance, each with its count,
+        its first `examples` places (relative to the root) and its notes."""
+        groups: dict[str, list[Problem]] = {}
+        for problem in self.problems:
+            groups.setdefault(problem.kind, []).append(problem)
+        return [ProblemGroup(kind, len(items), [p.where(self.root) for p in items[:examples]],
+                             items[0].format(self.root), list(self.notes.get(kind, [])))
+                for kind, items in groups.items()]
+
     def to_json(self) -> dict[str, Any]:
         return {"root": self.root, "ok": self.ok, "found": self.found,
-                "problems": [p.__dict__ for p in self.problems]}
+                "problems": [dict(p.__dict__) for p in self.problems],
+                "summary": [g.to_json() for g in self.summary()], "hints": self.hints}
+
+
+def nearest_folder_hint(root: Path) -> str:
+    """For a `--root` that does not exist: a folder with a close name where the path breaks
+    off, else what the nearest existing folder above it holds ('' when nothing is)."""
+    target = Path(os.path.abspath(root))
+    parent = target.parent
+    while not parent.is_dir() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        names = sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return ""
+    first, *rest = target.relative_to(parent).parts
+    lower = {name.lower(): name for name in names}
+    close = ([lower[first.lower()]] if first.lower() in lower
+             else difflib.get_close_matches(first, names, n=1, cutoff=0.75))
+    if close:
+        return f"{target} does not exist: did you mean --root {parent.joinpath(close[0], *rest)}?"
+    shown = ", ".join(f"{n}/" for n in names[:8]) + (", ..." if len(names) > 8 else "")
+    return (f"{target} does not exist; the nearest existing folder, {parent}, holds "
+            f"{shown or 'no folders'}")
+
+
+def subfolders(root: Path, depth: int = 2, limit: int = 2000) -> list[Path]:
+    """Folders below `root` down to `depth` levels, breadth first and sorted (hidden ones
+    skipped; at most `limit` looked at): where builders look for a release one level
+    below the `--root` a user gave, to suggest the right one."""
+    out: list[Path] = []
+    level = [Path(root)]
+    for _ in range(depth):
+        below: list[Path] = []
+        for folder in level:
+            try:
+                children = sorted(p for p in folder.iterdir()
+                                  if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                continue
+            below.extend(children)
+            if len(out) + len(below) >= limit:
+                return (out + below)[:limit]
+        out.extend(below)
+        level = below
+    return out
 
 
 class DatasetBuilder(ABC):
@@ -102,7 +242,12 @@ class DatasetBuilder(ABC):
         root = Path(root)
         report = CheckReport(root=str(root))
         if not root.is_dir():
-            report.problems.append(Problem(str(root), "dataset folder not found"))
+            if root.exists():
+                report.add(root, f"a file, but --root takes the dataset's folder (this file "
+                                 f"is in {root.parent})", NOT_A_FOLDER)
+            else:
+                report.add(root, "dataset folder not found", MISSING_FOLDER)
+                report.hint(nearest_folder_hint(root))
             return report
         self.check_files(root, self.resolve_configs(configs), report)
         return report
@@ -225,8 +370,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RefbenchError("dataset is not prepared (no manifest.json); run "
-                            "`refbench datasets prepare NAME --root DIR` first", path=path) from None
+        name, cache = Path(folder).parent.name, Path(folder).parent.parent
+        raise RefbenchError(f"dataset {name} is not prepared in the cache {cache} (no "
+                            f"manifest.json); run `refbench datasets prepare {name} --root DIR` "
+                            f"first, with the same --cache-dir or REFBENCH_CACHE (they choose "
+                            f"the cache folder)", path=path) from None
     except json.JSONDecodeError as exc:
         raise RefbenchError(f"corrupt manifest: {exc.msg}", path=path, line=exc.lineno) from None
 

@@ -12,6 +12,12 @@ the strings of the official files, which the GLUE server also expects back.
 Every official file of a config is required, test files included: the GLUE archives
 always ship them, and a cache that silently lacks a split would change what
 `load_dataset("glue", "test", ...)` means. Test rows carry `label = -1`.
+
+Two tasks may also be given as the releases GLUE was made from: MRPC as the raw Microsoft
+files (`MRPC/msr_paraphrase_{train,test}.txt` + `dev_ids.tsv`, split as
+`download_glue_data.py` does) and STS-B as the raw STS Benchmark release
+(`stsbenchmark/sts-{train,dev,test}.csv`, or the same files in `STS-B/`): GLUE's STS-B
+holds the same pairs in the same order, re-packaged with a header and an index.
 """
 
 from __future__ import annotations
@@ -21,7 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from refbench.datasets.base import CheckReport, DatasetBuilder, Problem
+from refbench.datasets.base import (
+    MISSING_FILE,
+    MISSING_FOLDER,
+    CheckReport,
+    DatasetBuilder,
+    Problem,
+    subfolders,
+)
 from refbench.errors import RefbenchError
 from refbench.registry import DATASETS
 
@@ -81,6 +94,29 @@ TASKS: dict[str, GlueTask] = {
 # Where the diagnostic file may be, in order: download script, GLUE zip names, MNLI zip.
 AX_CANDIDATES = ("diagnostic/diagnostic.tsv", "AX.tsv", "ax.tsv", "MNLI/diagnostic.tsv")
 MRPC_RAW = ("msr_paraphrase_train.txt", "msr_paraphrase_test.txt", "dev_ids.tsv")
+#: the raw STS Benchmark release: train, dev and test, each `genre, filename, year, id,
+#: score, sentence1, sentence2` (some rows add two source columns), no header
+STSB_RAW = ("sts-train.csv", "sts-dev.csv", "sts-test.csv")
+
+
+@dataclass(frozen=True)
+class RawRelease:
+    """The release a GLUE task was derived from, accepted in place of its TSVs."""
+
+    files: tuple[str, ...]
+    folders: tuple[str, ...]  # where the files may lie, relative to the GLUE root
+    what: str  # what one file is called in messages
+
+    def describe(self) -> str:
+        """`the raw ... files a, b, c in F/ or G/`, for messages."""
+        where = " or ".join(f"{f}/" for f in self.folders)
+        return f"the raw {self.what}s {', '.join(self.files)} in {where}"
+
+
+RAW_RELEASES: dict[str, RawRelease] = {
+    "mrpc": RawRelease(MRPC_RAW, ("MRPC",), "Microsoft file"),
+    "stsb": RawRelease(STSB_RAW, ("STS-B", "stsbenchmark"), "STS Benchmark file"),
+}
 
 
 def get_task(config: str) -> GlueTask:
@@ -272,12 +308,13 @@ def read_sts_benchmark_csv(path: Path) -> list[dict]:
     """Parse an original STS Benchmark file (`sts-dev.csv`) into STS-B-style rows.
 
     Columns: genre, filename, year, id, score, sentence1, sentence2 and, on some rows,
-    two source columns; no header, tab-separated, quoting off.
+    trailing source columns (two in the official files; one is accepted too); no header,
+    tab-separated, quoting off (sentences contain `"`).
     """
     path = Path(path)
     rows: list[dict] = []
     for number, text in iter_lines(path):
-        fields = _split_fields(text, (7, 9), path, number)
+        fields = _split_fields(text, (7, 8, 9), path, number)
         rows.append({"idx": len(rows), "sentence1": fields[5], "sentence2": fields[6],
                      "label": parse_score(fields[4], path, number)})
     if not rows:
@@ -343,12 +380,37 @@ def derive_mrpc(folder: Path) -> dict[str, list[dict]]:
     return out
 
 
+def derive_stsb(folder: Path) -> dict[str, list[dict]]:
+    """STS-B train/validation/test from the raw STS Benchmark `sts-{train,dev,test}.csv`.
+
+    GLUE's STS-B is these pairs in the same order; its test.tsv hides the scores, so the
+    test split drops them (`label = -1`) as every GLUE test split does, after checking
+    them like the others (a malformed score is still an error naming file and line).
+    """
+    folder = Path(folder)
+    test = read_sts_benchmark_csv(folder / "sts-test.csv")
+    return {"train": read_sts_benchmark_csv(folder / "sts-train.csv"),
+            "validation": read_sts_benchmark_csv(folder / "sts-dev.csv"),
+            "test": [{**row, "label": -1} for row in test]}
+
+
+def derive_raw(config: str, folder: Path) -> dict[str, list[dict]]:
+    """Every split of a task from its raw release in `folder` (see `RAW_RELEASES`)."""
+    if config == "mrpc":
+        return derive_mrpc(folder)
+    if config == "stsb":
+        return derive_stsb(folder)
+    raise RefbenchError(f"GLUE/{config} has no raw release (only "
+                        f"{', '.join(RAW_RELEASES)} do)")
+
+
 # -- locating files ---------------------------------------------------------------------
 def locate_files(root: Path, config: str) -> tuple[dict[str, Path], list[tuple[Path, str]]]:
-    """Official files of a config: ({split or raw-MRPC name: path}, [(missing path, note)]).
+    """Official files of a config: ({split or raw file name: path}, [(missing path, note)]).
 
-    MRPC is read from `train/dev/test.tsv` when all three exist, else derived from the
-    raw Microsoft files (keys are then the raw file names).
+    MRPC and STS-B are read from `train/dev/test.tsv` when all three exist, else from
+    their raw release (see `RAW_RELEASES`; keys are then the raw file names). When only
+    part of a raw release is there, the missing raw files are what is reported.
     """
     root = Path(root)
     task = get_task(config)
@@ -359,14 +421,25 @@ def locate_files(root: Path, config: str) -> tuple[dict[str, Path], list[tuple[P
         return {}, [(root / AX_CANDIDATES[0], "missing GLUE diagnostic file (also looked for "
                      + ", ".join(AX_CANDIDATES[1:]) + ")")]
     folder = root / task.folder
-    if not folder.is_dir():
-        names = ", ".join(task.splits.values())
-        return {}, [(folder, f"missing GLUE task folder {task.folder} (expected {names})")]
     found = {split: folder / name for split, name in task.splits.items()
              if (folder / name).is_file()}
-    if config == "mrpc" and len(found) < 3 and all((folder / n).is_file() for n in MRPC_RAW):
-        return {name: folder / name for name in MRPC_RAW}, []
-    note = " (or the raw " + ", ".join(MRPC_RAW) + ")" if config == "mrpc" else ""
+    raw = RAW_RELEASES.get(config)
+    if raw is not None and len(found) < len(task.splits):
+        for where in raw.folders:
+            if all((root / where / name).is_file() for name in raw.files):
+                return {name: root / where / name for name in raw.files}, []
+        if not found:
+            for where in raw.folders:
+                if any((root / where / name).is_file() for name in raw.files):
+                    tsvs = ", ".join(task.splits.values())
+                    note = (f"(the raw release needs all of {', '.join(raw.files)}; or give "
+                            f"GLUE's {task.folder}/ with {tsvs})")
+                    return {}, [(root / where / name, f"missing {raw.what} {where}/{name} {note}")
+                                for name in raw.files if not (root / where / name).is_file()]
+    note = f" (or {raw.describe()})" if raw is not None else ""
+    if not folder.is_dir():
+        names = ", ".join(task.splits.values())
+        return {}, [(folder, f"missing GLUE task folder {task.folder} (expected {names}){note}")]
     missing = [(folder / name, f"missing GLUE file {task.folder}/{name}{note}")
                for split, name in task.splits.items() if split not in found]
     return found, missing
@@ -384,10 +457,11 @@ def _require_files(root: Path, config: str) -> dict[str, Path]:
 
 
 def read_config(root: Path, config: str) -> dict[str, list[dict]]:
-    """Every split of one config as parsed rows (the raw MRPC files derived if needed)."""
+    """Every split of one config as parsed rows (a raw MRPC / STS-B release derived)."""
     files = _require_files(root, config)
-    if config == "mrpc" and "msr_paraphrase_train.txt" in files:
-        return derive_mrpc(Path(root) / "MRPC")
+    raw = RAW_RELEASES.get(config)
+    if raw is not None and raw.files[0] in files:
+        return derive_raw(config, files[raw.files[0]].parent)
     return {split: read_task_file(path, config, split) for split, path in files.items()}
 
 
@@ -401,6 +475,58 @@ def features_for(config: str) -> "hf_datasets.Features":
     spec["label"] = (hf_datasets.Value("float32") if task.is_regression
                      else hf_datasets.ClassLabel(names=list(task.label_names)))
     return hf_datasets.Features(spec)
+
+
+# -- hints for `check` --------------------------------------------------------------------
+#: files that only a single task's folder (or a raw release folder) holds directly
+_TASK_FILES = frozenset({"train.tsv", "dev.tsv", "dev_matched.tsv", *MRPC_RAW, *STSB_RAW})
+
+
+def folder_names(config: str) -> tuple[str, ...]:
+    """Where a task's files may lie below the GLUE root: its task folder, then the folders
+    of its raw release (see `RAW_RELEASES`)."""
+    raw = RAW_RELEASES.get(config)
+    return (get_task(config).folder, *(raw.folders if raw is not None else ()))
+
+
+def task_folders(folder: Path) -> list[str]:
+    """The configs (AX aside) whose task folder or raw release folder `folder` holds."""
+    return [config for config in TASKS if config != "ax"
+            and any((folder / name).is_dir() for name in folder_names(config))]
+
+
+def config_of_folder(folder: Path) -> str | None:
+    """The config (AX aside) whose task or raw release folder is named like `folder`."""
+    name = folder.name.lower()
+    return next((config for config in TASKS if config != "ax"
+                 and name in {n.lower() for n in folder_names(config)}), None)
+
+
+def add_hints(root: Path, configs: list[str], complete: list[str], report: CheckReport) -> None:
+    """One-line hints: `--root` is one task's folder (suggest its parent and `-c`), or a
+    folder with the GLUE root below it; only some tasks are present (suggest `-c`)."""
+    root = Path(root)
+    here = task_folders(root)
+    if not here:
+        config = config_of_folder(root)
+        if config is not None or any((root / name).is_file() for name in _TASK_FILES):
+            only = f" -c {config}" if config is not None else ""
+            report.hint(f"{root} is one task's folder, not the GLUE root that holds the task "
+                        f"folders (CoLA/, SST-2/, ...): use --root {root.parent}{only}")
+            return
+    if not complete:
+        below = next((f for f in subfolders(root) if len(task_folders(f)) > max(1, len(here))),
+                     None)
+        if below is not None:
+            report.hint(f"{below} holds GLUE task folders "
+                        f"({', '.join(TASKS[c].folder for c in task_folders(below))}): use "
+                        f"--root {below}")
+        return
+    absent = [c for c in configs if c not in complete]
+    if complete and absent:
+        flags = " ".join(f"-c {c}" for c in complete)
+        report.hint(f"only {len(complete)} of {len(configs)} GLUE configs are complete here "
+                    f"({', '.join(complete)}): to check and prepare just those, add {flags}")
 
 
 _CITATION = """@inproceedings{wang2019glue,
@@ -445,18 +571,27 @@ class GlueBuilder(DatasetBuilder):
                 lines.append(f"  {task.folder}/{{{','.join(task.splits.values())}}}")
         lines.append("  MRPC may instead hold msr_paraphrase_train.txt, msr_paraphrase_test.txt "
                      "and dev_ids.tsv; train/dev/test are then derived as the script does.")
+        lines.append("  STS-B may instead be the raw STS Benchmark release: stsbenchmark/ (or "
+                     "STS-B/) with sts-train.csv, sts-dev.csv, sts-test.csv (test scores are "
+                     "dropped, as in GLUE's test.tsv).")
         return "\n".join(lines)
 
     def check_files(self, root: Path, configs: list[str], report: CheckReport) -> None:
+        folders = {task.folder for task in TASKS.values()}
+        complete = []
         for config in configs:
             found, missing = locate_files(root, config)
-            report.problems.extend(Problem(str(path), note) for path, note in missing)
+            for path, note in missing:
+                report.add(path, note, MISSING_FOLDER if path.name in folders else MISSING_FILE)
+            if not missing:
+                complete.append(config)
             for key, path in found.items():
                 report.found.append(path.relative_to(root).as_posix())
                 try:
                     self._scan(path, config, key)
                 except RefbenchError as exc:
-                    report.problems.append(Problem(exc.path or str(path), exc.message, exc.line))
+                    report.problems.append(Problem.from_error(exc, path))
+        add_hints(root, configs, complete, report)
 
     @staticmethod
     def _scan(path: Path, config: str, key: str) -> None:
@@ -465,6 +600,8 @@ class GlueBuilder(DatasetBuilder):
             _read_dev_ids(path)
         elif key in MRPC_RAW:
             _read_msr(path)
+        elif key in STSB_RAW:
+            read_sts_benchmark_csv(path)
         else:
             for _row in iter_task_file(path, config, key):
                 pass

@@ -34,12 +34,16 @@ import numpy as np
 
 from refbench.datasets.kitti import geometry as geo
 from refbench.datasets.base import (
+    MALFORMED_FILE,
     MANIFEST,
+    MISSING_FILE,
+    MISSING_FOLDER,
     CheckReport,
     DatasetBuilder,
     Problem,
     _save_quietly,
     default_cache_dir,
+    subfolders,
 )
 from refbench.errors import RefbenchError
 from refbench.io import atomic_dir_replace, atomic_write_json
@@ -232,13 +236,27 @@ def rows_to_dataset(rows: list[dict], split: str) -> hf_datasets.Dataset:
 
 
 # -- checking ----------------------------------------------------------------------------
+#: the folders of one part of the release (`training/`, `testing/`) that hold frame files
+FRAME_FOLDERS = ("velodyne", "calib", "image_2", "label_2")
+#: the official archives, each unpacking into training/<folder> and testing/<folder>
+#: (the labels into training/ only)
+ARCHIVES = ("data_object_velodyne.zip", "data_object_calib.zip", "data_object_image_2.zip",
+            "data_object_label_2.zip")
+
+
+def archives(part_name: str) -> str:
+    """The official archives that hold the files of `training/` or `testing/`."""
+    return ", ".join(ARCHIVES if part_name == "training" else ARCHIVES[:3])
+
+
 def check_frame(root: Path, split: str, fid: str) -> list[Problem]:
     """Problems of one frame's files (missing, bad size, first bad label or calib line)."""
     problems = []
     for kind, path in frame_files(root, split, fid).items():
         if not path.is_file():
             problems.append(Problem(str(path), f"frame {fid} listed in ImageSets/{split}.txt "
-                                               f"has no {kind} file {path.name}"))
+                                               f"has no {kind} file {path.name}",
+                                    kind=MISSING_FILE))
             continue
         try:
             if kind == "velodyne":
@@ -250,9 +268,130 @@ def check_frame(root: Path, split: str, fid: str) -> list[Problem]:
             else:
                 geo.png_shape(path)
         except RefbenchError as exc:
-            message = f"[{exc.key}] {exc.message}" if exc.key else exc.message
-            problems.append(Problem(exc.path or str(path), message, exc.line))
+            problems.append(Problem.from_error(exc, path))
     return problems
+
+
+def _ids_text(ids: list[str], limit: int = 5) -> str:
+    """The first `limit` frame ids, comma-separated (`...` when there are more)."""
+    shown = ", ".join(ids[:limit])
+    return shown + (", ..." if len(ids) > limit else "")
+
+
+def is_release_root(folder: Path) -> bool:
+    """Whether `folder` looks like a KITTI object release root (ImageSets/ or training/)."""
+    return (folder / "ImageSets").is_dir() or (folder / "training" / "velodyne").is_dir()
+
+
+def add_level_hint(root: Path, report: CheckReport) -> bool:
+    """When `root` is one level off (a `training/` or `testing/` folder itself, or a folder
+    with the release below it), hint at the right `--root`; True when it was."""
+    if is_release_root(root) or (root / "training").is_dir() or (root / "testing").is_dir():
+        return False
+    inside = [f for f in FRAME_FOLDERS if (root / f).is_dir()]
+    if inside:
+        report.hint(f"{root} holds {', '.join(f + '/' for f in inside)} itself, so it is the "
+                    f"{root.name}/ folder of a KITTI release, not its root: use --root "
+                    f"{root.parent}")
+        return True
+    below = next((f for f in subfolders(root) if is_release_root(f)), None)
+    if below is not None:
+        report.hint(f"{below} looks like the KITTI release (it holds ImageSets/ or "
+                    f"training/): use --root {below}")
+        return True
+    return False
+
+
+def check_release(root: Path, report: CheckReport) -> None:
+    """Check every list of ImageSets and the frames it names; add notes on how many frames
+    of each list are present and hints for the situations a user meets (a subset of the
+    frames, no testing part, no ImageSets, `--root` one level off)."""
+    listed: dict[str, list[str]] = {}
+    present: dict[str, list[str]] = {}
+    for split, part_name in SPLIT_PART.items():
+        path = root / "ImageSets" / f"{split}.txt"
+        if not path.is_file():
+            report.add(path, f"missing ImageSets file {split}.txt", MISSING_FILE)
+            continue
+        report.found.append(_rel(path, root))
+        try:
+            ids = read_image_set(root, split)
+        except UnicodeDecodeError as exc:
+            report.add(path, f"not valid UTF-8 text ({exc.reason} at byte {exc.start})",
+                       MALFORMED_FILE)
+            continue
+        listed[split] = ids
+        if not ids:
+            continue
+        part = root / part_name
+        if not part.is_dir():
+            if not any(p.path == str(part) for p in report.problems):  # train, val share it
+                report.add(part, "folder not found", MISSING_FOLDER)
+            report.note(MISSING_FOLDER, f"ImageSets/{split}.txt lists {len(ids):,} frames "
+                                        f"of {part_name}/")
+            continue
+        kinds = list(frame_files(root, split, ids[0]))
+        missing = [f for f in kinds if not (part / f).is_dir()]
+        for folder in missing:
+            if not any(p.path == str(part / folder) for p in report.problems):
+                report.add(part / folder, "folder not found", MISSING_FOLDER)
+        if missing:
+            continue
+        have = []
+        for fid in ids:
+            problems = check_frame(root, split, fid)
+            report.problems.extend(problems)
+            absent = {p.path for p in problems if p.kind == MISSING_FILE}
+            report.found.extend(_rel(f, root) for f in frame_files(root, split, fid).values()
+                                if str(f) not in absent)
+            if not absent:
+                have.append(fid)
+        present[split] = have
+        if len(have) < len(ids):
+            report.note(MISSING_FILE, f"{len(have):,} of {len(ids):,} frames of "
+                                      f"ImageSets/{split}.txt present")
+    add_hints(root, report, listed, present)
+
+
+def add_hints(root: Path, report: CheckReport, listed: dict[str, list[str]],
+              present: dict[str, list[str]]) -> None:
+    """The hints of `check_release` (see there), one line each."""
+    if add_level_hint(root, report):
+        return
+    if not (root / "ImageSets").is_dir() and (root / "training").is_dir():
+        report.hint("ImageSets/{train,val,test}.txt are not part of the KITTI download: copy "
+                    "the standard split lists (e.g. OpenPCDet's data/kitti/ImageSets, 3,712 "
+                    f"train / 3,769 val ids) into {root / 'ImageSets'}, or write the ids of "
+                    "your frames into them")
+    for part_name in ("training", "testing"):
+        splits = [s for s, p in SPLIT_PART.items() if p == part_name and listed.get(s)]
+        if not splits:
+            continue
+        lists = ", ".join(f"ImageSets/{s}.txt" for s in splits)
+        n_listed = sum(len(listed[s]) for s in splits)
+        verb = "lists" if len(splits) == 1 else "list"
+        if not (root / part_name).is_dir():
+            report.hint(f"{lists} {verb} {n_listed:,} frames but {part_name}/ is missing: "
+                        f"unpack the {part_name} part of the official archives "
+                        f"({archives(part_name)}) "
+                        f"into {root}, or empty {lists} to check and prepare without it")
+            continue
+        if any(s not in present for s in splits):
+            needed = FRAME_FOLDERS if part_name == "training" else FRAME_FOLDERS[:3]
+            lacking = [f"{part_name}/{f}/" for f in needed if not (root / part_name / f).is_dir()]
+            report.hint(f"{', '.join(lacking)} missing: unpack the official archives "
+                        f"({archives(part_name)}) into {root}")
+            continue
+        have = sorted({fid for s in splits for fid in present[s]})
+        if not have:
+            report.hint(f"none of the {n_listed:,} frames listed in {lists} is in "
+                        f"{part_name}/: unpack the official archives ({archives(part_name)}) "
+                        f"into {root}")
+        elif len(have) < n_listed:
+            report.hint(f"only {len(have):,} of {n_listed:,} frames of {lists} are present "
+                        f"({_ids_text(have)}): to use the frames you have, keep only their ids "
+                        f"in {lists} (e.g. `ls {part_name}/velodyne | sed 's/\\.bin$//'`), "
+                        f"or download the rest of the release")
 
 
 _CITATION = """@inproceedings{geiger2012kitti,
@@ -295,26 +434,7 @@ class KittiBuilder(DatasetBuilder):
                 "planes/ is optional and not read.")
 
     def check_files(self, root: Path, configs: list[str], report: CheckReport) -> None:
-        for split, part_name in SPLIT_PART.items():
-            path = root / "ImageSets" / f"{split}.txt"
-            if not path.is_file():
-                report.problems.append(Problem(str(path), f"missing ImageSets file {split}.txt"))
-                continue
-            report.found.append(_rel(path, root))
-            ids = read_image_set(root, split)
-            part = root / part_name
-            folders = ["velodyne", "calib", "image_2"] + (["label_2"] if split != "test" else [])
-            missing = [f for f in folders if not (part / f).is_dir()] if ids else []
-            for folder in missing:
-                if any(p.path == str(part / folder) for p in report.problems):
-                    continue  # train and val share training/
-                report.problems.append(Problem(str(part / folder), f"missing folder "
-                                               f"{part_name}/{folder}"))
-            if missing:
-                continue
-            for fid in ids:
-                report.problems.extend(check_frame(root, split, fid))
-            report.found.append(f"{part_name}: {len(ids)} frames of {split}")
+        check_release(root, report)
 
     def source_files(self, root: Path, config: str) -> list[Path]:
         root = Path(root)

@@ -26,7 +26,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from refbench.datasets.base import CheckReport, DatasetBuilder, Problem
+from refbench.datasets.base import (
+    MISSING_FILE,
+    CheckReport,
+    DatasetBuilder,
+    Problem,
+    subfolders,
+)
 from refbench.errors import RefbenchError
 from refbench.registry import DATASETS
 
@@ -278,6 +284,50 @@ def rows_to_dataset(rows: list[dict], split: str) -> "hf_datasets.Dataset":
                                split=hf_datasets.NamedSplit(split))
 
 
+# -- hints for `check` --------------------------------------------------------------------
+OFFICIAL_NAMES = {name: config for config, names in SPLIT_FILES.items()
+                  for name in names.values()}
+
+
+def add_file_hint(path: Path, report: CheckReport) -> None:
+    """The hint for a `--root` that is one JSON file instead of the release folder."""
+    config = OFFICIAL_NAMES.get(path.name)
+    if config is not None:
+        report.hint(f"--root takes the folder holding the SQuAD files, not one file: use "
+                    f"--root {path.parent} -c {config}")
+    else:
+        report.hint(f"--root takes a folder holding the SQuAD files under their official "
+                    f"names ({', '.join(OFFICIAL_NAMES)}): put {path.name} into a folder under "
+                    f"the name of its version and split, and pass that folder as --root")
+
+
+def add_hints(root: Path, configs: list[str], complete: list[str], report: CheckReport) -> None:
+    """One-line hints: the release one folder below `root`, JSON files under other names
+    (here, or below when nothing is here), only some configs complete (suggest `-c`)."""
+    root = Path(root)
+    official = [name for name in OFFICIAL_NAMES if (root / name).is_file()]
+    below = subfolders(root)
+    if not official:
+        release = next((f for f in below if any((f / n).is_file() for n in OFFICIAL_NAMES)), None)
+        if release is not None:
+            report.hint(f"{release} holds official SQuAD files: use --root {release}")
+            return
+    others = [p for p in sorted(root.glob("*.json")) if p.name not in OFFICIAL_NAMES]
+    if not others and not official:
+        others = [p for f in below for p in sorted(f.glob("*.json"))][:4]
+    if others and len(complete) < len(configs):
+        shown = ", ".join(p.relative_to(root).as_posix() for p in others[:3])
+        more = ", ..." if len(others) > 3 else ""
+        report.hint(f"JSON files under other names ({shown}{more}) are not read: refbench reads "
+                    f"only the official names {', '.join(OFFICIAL_NAMES)} in the --root folder "
+                    f"(copy or link a file there under the name of its version and split)")
+    absent = [c for c in configs if c not in complete]
+    if complete and absent:
+        flags = " ".join(f"-c {c}" for c in complete)
+        report.hint(f"only {', '.join(complete)} of SQuAD {', '.join(configs)} is complete here: "
+                    f"to check and prepare just that, add {flags}")
+
+
 _CITATION = """@inproceedings{rajpurkar2016squad,
   title = {{SQuAD}: 100,000+ Questions for Machine Comprehension of Text},
   author = {Rajpurkar, Pranav and Zhang, Jian and Lopyrev, Konstantin and Liang, Percy},
@@ -317,18 +367,28 @@ class SquadBuilder(DatasetBuilder):
                 "  train-v2.0.json, dev-v2.0.json   (config v2.0)\n"
                 "The test sets are hidden by the SQuAD authors and not part of the release.")
 
+    def check(self, root: Path, configs: list[str] | None = None) -> CheckReport:
+        """`DatasetBuilder.check`, plus a hint when `root` is one JSON file, not the folder."""
+        report = super().check(root, configs)
+        if Path(root).is_file():
+            add_file_hint(Path(root), report)
+        return report
+
     def check_files(self, root: Path, configs: list[str], report: CheckReport) -> None:
+        complete = []
         for config in configs:
             found, missing = locate_files(root, config)
-            report.problems.extend(Problem(str(p), f"missing SQuAD {config} file {p.name}")
-                                   for p in missing)
+            for path in missing:
+                report.add(path, f"missing SQuAD {config} file {path.name}", MISSING_FILE)
+            if not missing:
+                complete.append(config)
             for path in found.values():
                 report.found.append(path.name)
                 try:
                     read_squad_file(path, config)
                 except RefbenchError as exc:
-                    message = f"[{exc.key}] {exc.message}" if exc.key else exc.message
-                    report.problems.append(Problem(exc.path or str(path), message, exc.line))
+                    report.problems.append(Problem.from_error(exc, path))
+        add_hints(root, configs, complete, report)
 
     def generate(self, root: Path, config: str) -> dict[str, "hf_datasets.Dataset"]:
         files = _require_files(Path(root), self.resolve_configs([config])[0])

@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from refbench.datasets.base import CheckReport, DatasetBuilder, Problem
+from refbench.datasets.base import (
+    MISSING_FILE,
+    MISSING_FOLDER,
+    CheckReport,
+    DatasetBuilder,
+    subfolders,
+)
 from refbench.datasets.waymo.reader import (
     OPTIONAL,
     REQUIRED,
@@ -100,6 +106,63 @@ def _source_stamp(root: Path, split: str) -> str:
     return "\n".join(parts)
 
 
+# -- hints for `check` --------------------------------------------------------------------
+def has_segments(folder: Path) -> bool:
+    """Whether `folder` is a v2 root: a split folder with at least one component Parquet."""
+    return any(segments(folder, split) for split in SPLITS)
+
+
+def v1_records(root: Path, limit: int = 1000) -> list[Path]:
+    """The v1 `*.tfrecord` files in `root` and the folders up to three levels below it."""
+    out: list[Path] = []
+    for folder in [Path(root), *subfolders(root, depth=3)]:
+        out.extend(sorted(folder.glob("*.tfrecord")))
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
+def add_hints(root: Path, report: CheckReport) -> None:
+    """One-line hints for the situations a user meets: `--root` one level off (a folder
+    holding `v2/`, a split or a component folder itself), v1 TFRecords instead of the v2
+    Parquet release, splits or components not downloaded."""
+    root = Path(root)
+    if not has_segments(root):
+        component_dirs = [p.name for p in subfolders(root, depth=1) if any(p.glob("*.parquet"))]
+        below = next((f for f in subfolders(root) if has_segments(f)), None)
+        if root.name in SPLITS or component_dirs:
+            named = ", ".join(f"{c}/" for c in component_dirs[:4]) or "no component folder yet"
+            report.hint(f"{root} is one split folder of the v2 release ({named}): use --root "
+                        f"{root.parent}, the folder holding {', '.join(f'{s}/' for s in SPLITS)}")
+        elif any(root.glob("*.parquet")):
+            report.hint(f"{root} holds *.parquet files itself, so it is one component folder "
+                        f"(like training/lidar/): use --root {root.parent.parent}")
+        elif below is not None:
+            splits = ", ".join(f"{s}/" for s in SPLITS if (below / s).is_dir())
+            report.hint(f"{below} holds the v2 Parquet release ({splits}): use --root {below}")
+    records = v1_records(root)
+    if records:
+        first = records[0].relative_to(root).as_posix()
+        more = f" and {len(records) - 1} more" if len(records) > 1 else ""
+        report.hint(f"{len(records)} Waymo v1 TFRecord file(s) found ({first}{more}): "
+                    "`datasets prepare waymo` reads only the v2 Parquet release "
+                    "({split}/{component}/{segment}.parquet), so download v2 from "
+                    "waymo.com/open and pass its folder as --root; of v1, refbench reads only "
+                    "the TFRecord container (refbench.datasets.waymo.v1: checksummed records, "
+                    "frame context and timestamp, laser labels) and gt.bin/pred.bin Objects "
+                    "files in `refbench evaluate waymo-3d`")
+    present = [s for s in SPLITS if segments(root, s)]
+    if present and len(present) < len(SPLITS):
+        verb = "holds" if len(present) == 1 else "hold"
+        report.hint(f"only {', '.join(f'{s}/' for s in present)} {verb} segments: prepare "
+                    f"needs all of {', '.join(f'{s}/' for s in SPLITS)}, each segment with "
+                    "the components lidar, lidar_calibration and (outside testing) lidar_box")
+    if any(missing_components(root, s) for s in present):
+        report.hint("the v2 release is downloaded component by component: every segment "
+                    "needs lidar, lidar_calibration and (outside testing) lidar_box; "
+                    f"{', '.join(OPTIONAL)} are optional, other components are not read")
+
+
 _CITATION = """@inproceedings{sun2020scalability,
   title = {Scalability in Perception for Autonomous Driving: {Waymo} Open Dataset},
   author = {Sun, Pei and Kretzschmar, Henrik and Dotiwalla, Xerxes and others},
@@ -138,16 +201,17 @@ class WaymoBuilder(DatasetBuilder):
         for split in SPLITS:
             found = segments(root, split)
             if not found:
-                report.problems.append(Problem(str(root / split), f"no {split} segment found "
-                                               f"(expected {split}/lidar/<segment>.parquet)"))
+                kind = MISSING_FILE if (root / split).is_dir() else MISSING_FOLDER
+                report.add(root / split, f"no {split} segment found (expected "
+                                         f"{split}/lidar/<segment>.parquet)", kind)
                 continue
             report.found.extend(f"{split}/{c}/{s}.parquet" for s, cs in sorted(found.items())
                                 for c in sorted(cs))
             for seg, missing, present in missing_components(root, split):
-                report.problems.append(Problem(
-                    str(root / split / missing[0] / f"{seg}.parquet"),
-                    f"segment {seg}: missing required component(s) {', '.join(missing)} "
-                    f"(present: {', '.join(present)})"))
+                report.add(root / split / missing[0] / f"{seg}.parquet",
+                           f"segment {seg}: missing required component(s) {', '.join(missing)} "
+                           f"(present: {', '.join(present)})", MISSING_FILE)
+        add_hints(root, report)
 
     def _require(self, root: Path) -> None:
         for problem in self.check(root).problems:
