@@ -67,6 +67,8 @@ class RunConfig:
     baseline: str
     benchmark: str
     recipe: str | None = None
+    #: task types (`task.type` of a benchmark spec) the recipe is made for; empty: any
+    tasks: list[str] = field(default_factory=list)
     name: str | None = None
     output_dir: str = "runs"
     init_from: str | None = None
@@ -266,10 +268,83 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+#: how many recipe names an error message lists before "..."
+_LISTED = 6
+
+
+def recipe_baseline(name: str, data: dict[str, Any]) -> str | None:
+    """The baseline a recipe is for: its `baseline:` key (shipped recipes all have one), else
+    the `{model}_` prefix of its name when that is a registered baseline, else None (a
+    user's recipe that says nothing is not checked)."""
+    from refbench.registry import BASELINES
+
+    declared = data.get("baseline")
+    if isinstance(declared, str) and declared:
+        return declared
+    prefix = name.split("_", 1)[0]
+    return prefix if "_" in name and prefix in BASELINES else None
+
+
+def recipe_tasks(data: dict[str, Any]) -> list[str]:
+    """The task types a recipe declares with `tasks:` (empty: it does not say, so any)."""
+    tasks = data.get("tasks")
+    return [str(t) for t in tasks] if isinstance(tasks, list) else []
+
+
+def recipes_for(baseline: str, task_type: str | None = None) -> list[str]:
+    """Names of the recipes (refbench's and plugins') for `baseline`, and when `task_type` is
+    given, declared for that task type; used to suggest the right recipe in errors."""
+    from refbench.registry import RECIPES
+
+    found = []
+    for name in RECIPES.names():
+        try:
+            data = load_recipe(name)
+        except RefbenchError:  # a broken recipe elsewhere must not hide the real error
+            continue
+        if recipe_baseline(name, data) == baseline and \
+                (task_type is None or task_type in recipe_tasks(data)):
+            found.append(name)
+    return sorted(found)
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_LISTED])
+    return shown + (", ..." if len(names) > _LISTED else "") if names else "none"
+
+
+def check_recipe_baseline(recipe: str, data: dict[str, Any], baseline: str) -> None:
+    """Refuse a recipe written for another baseline in one line that names the recipes for
+    `baseline` (instead of failing later on the first model key the baseline lacks)."""
+    wanted = recipe_baseline(recipe, data)
+    if wanted is not None and wanted != baseline:
+        raise RefbenchError(f"recipe {recipe} is for baseline {wanted!r}, not {baseline!r} "
+                            f"(recipes for {baseline}: {_listing(recipes_for(baseline))})")
+
+
+def check_recipe_task(config: RunConfig, task_type: str) -> None:
+    """Refuse a benchmark whose task type (`spec.task.type`) is not among the recipe's
+    `tasks:`, in one line naming both and the baseline's recipes for that type. Recipes
+    without `tasks:` fit any benchmark."""
+    if not config.tasks or task_type in config.tasks:
+        return
+    article = "an" if task_type[:1].lower() in "aeiou" else "a"
+    fitting = recipes_for(config.baseline, task_type)
+    raise RefbenchError(f"recipe {config.recipe or '(unnamed)'} is for "
+                        f"{' or '.join(config.tasks)} benchmarks; {config.benchmark} is "
+                        f"{article} {task_type} benchmark (recipes for it: {_listing(fitting)})")
+
+
 def build_run_config(baseline: str, benchmark: str, recipe: str | None,
                      overrides: list[str] | None = None) -> RunConfig:
-    """Recipe (if any) + command-line choices + overrides -> a checked `RunConfig`."""
+    """Recipe (if any) + command-line choices + overrides -> a checked `RunConfig`.
+
+    A recipe made for another baseline is refused here, before anything is written; the
+    benchmark's task type is checked against the recipe's `tasks:` by `check_recipe_task`
+    (the runner calls it once it has the benchmark spec)."""
     data: dict[str, Any] = load_recipe(recipe) if recipe else {}
+    if recipe:
+        check_recipe_baseline(str(data["recipe"]), data, baseline)
     data["baseline"] = baseline
     data["benchmark"] = benchmark
     data = apply_overrides(data, overrides or [])

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from refbench.config import RunConfig, dump_yaml, from_dict, to_dict
+from refbench.config import RunConfig, check_recipe_task, dump_yaml, from_dict, to_dict
 from refbench.errors import RefbenchError
 from refbench.io import atomic_write_text
 
@@ -41,7 +41,7 @@ class RunSummary:
 def config_hash(config: RunConfig) -> str:
     """Hash of everything that determines the trained model (not paths or names)."""
     data = to_dict(config)
-    for volatile in ("name", "output_dir"):
+    for volatile in ("name", "output_dir", "tasks"):
         data.pop(volatile, None)
     data["data"].pop("cache_dir", None)
     data["trainer"].pop("progress", None)
@@ -61,11 +61,27 @@ def load_rows(spec: "BenchmarkSpec", split: str, config: RunConfig) -> tuple["hf
     """The split's rows, cut to `data.limit`; the flag says whether rows were cut."""
     from refbench.datasets.base import load_prepared
 
+    _require_prepared(spec, config)
     rows = load_prepared(spec.dataset.name, split=split, config=spec.dataset.config,
                          cache_dir=config.data.cache_dir)
     if config.data.limit is not None and config.data.limit < len(rows):
         return rows.select(range(config.data.limit)), True
     return rows, False
+
+
+def _require_prepared(spec: "BenchmarkSpec", config: RunConfig) -> None:
+    """Say how to prepare the benchmark's dataset config into the cache the run reads when it
+    is missing there (a missing dataset is reported by `read_manifest` the same way)."""
+    from refbench.datasets.base import default_cache_dir, get_builder, read_manifest
+
+    cache = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
+    name, wanted = spec.dataset.name, spec.dataset.config
+    prepared = list(read_manifest(get_builder(name).cache_path(cache)).get("splits") or {})
+    if wanted is not None and wanted not in prepared:
+        raise RefbenchError(f"config {wanted!r} of dataset {name} is not prepared in the cache "
+                            f"{cache} (prepared: {', '.join(prepared) or 'none'}); run `refbench "
+                            f"datasets prepare {name} --root DIR -c {wanted}` with the same "
+                            f"--cache-dir or REFBENCH_CACHE (they choose the cache folder)")
 
 
 def predict_rows(model: "Baseline", rows: "hf_datasets.Dataset", batch_size: int) -> dict[Any, Any]:
@@ -119,10 +135,12 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
     """Train a baseline on a benchmark's training split and score its predictions."""
     from refbench.benchmarks.scoring import check_metric_options, evaluate_file
     from refbench.engine import DistContext, Trainer, load_model_weights
+    from refbench.engine.trainer import check_resume
     from refbench.registry import BASELINES, get_spec
 
     started = time.time()
     spec = get_spec(config.benchmark)
+    check_recipe_task(config, spec.task.type)  # before the model keys: it names the cause
     baseline_cls = BASELINES.get(config.baseline)
     baseline_cls.validate_config(config.model, spec)  # before anything is written
     options = check_metric_options(spec, config.evaluation, key="evaluation")
@@ -139,6 +157,8 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
     # a `--limit` smoke run is scored on the rows it used, and its result says so
     subset = eval_rows if cut else None
     config.trainer.max_steps = _steps_for(config, len(train_rows))
+    if resume:  # refused settings must not overwrite the run's config.yaml
+        check_resume(run_dir, config.trainer)
     dist = DistContext.from_env()
     try:
         if dist.is_main:
@@ -173,6 +193,8 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
                                    rows=subset, model=_model_info(config, model),
                                    seed=config.trainer.seed, read_options=companions(spec, path),
                                    metric_options=options)
+            # the run's time (training and evaluation), not only the final scoring's
+            result.provenance.wall_time_s = round(time.time() - started, 3)
             result.write(run_dir / "result.json")
         dist.barrier()
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,9 @@ def test_demo_beats_majority_and_records_results(tmp_path: Path) -> None:
         assert ranked[-1].team == "trivial-baselines"
         own = next(r for r in ranked if not r.verified)
         assert own.value == round(row["model"], 6)
+        # the self-reported result says which prepared data the run trained on
+        result = json.loads((Path(row["run"]) / "result.json").read_text())
+        assert result["provenance"]["dataset_fingerprint"]
     assert {s["status"] for s in board.submissions()} == {"scored"}
 
 

@@ -69,6 +69,7 @@ def test_resolved_config_round_trips() -> None:
     cfg = build_run_config("bert", "glue-sst2", "bert_tiny_glue", ["trainer.seed=3"])
     again = from_dict(RunConfig, yaml.safe_load(dump_yaml(cfg)))
     assert again == cfg and again.trainer.seed == 3 and again.recipe == "bert_tiny_glue"
+    assert again.tasks == ["classification", "regression"]  # the recipe's task types, kept
 
 
 def test_apply_overrides_creates_sections() -> None:

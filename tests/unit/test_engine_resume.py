@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from refbench.engine import DistContext, Trainer, list_checkpoints
+from refbench.engine.schedules import lr_factor
 from refbench.errors import RefbenchError
 from tests.unit.engine_workers import toy
 
@@ -158,7 +159,8 @@ def test_resume_errors_are_one_line(tmp_path: Path) -> None:
     changed = toy.resume_config()
     changed.lr = 0.5
     _, trainer = _trainer(tmp_path, config=changed)
-    with pytest.raises(RefbenchError, match=r"settings differ from the checkpoint's \(lr\)"):
+    with pytest.raises(RefbenchError, match=r"\[trainer.lr\]: cannot resume: trainer settings "
+                       r"differ from the checkpoint's \(lr: 0.01 -> 0.5\); only max_steps"):
         trainer.fit(resume=True)
 
     state = folder / "trainer_state.json"
@@ -196,3 +198,73 @@ def test_resume_with_another_world_size_warns(tmp_path: Path, capsys: pytest.Cap
     _, trainer = _trainer(tmp_path)
     assert trainer.fit(resume=True).step == 14
     assert "random streams restart" in capsys.readouterr().err
+
+
+def test_a_finished_run_is_extended_to_more_steps(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`max_steps` alone may change on resume: training continues from the last checkpoint
+    with the schedule recomputed for the new length, said once and recorded in the run."""
+    short = toy.config(max_steps=10)
+    _, trainer = _trainer(tmp_path, config=short)
+    assert trainer.fit().step == 10
+    capsys.readouterr()
+
+    longer = toy.config(max_steps=16)
+    _, trainer = _trainer(tmp_path, config=longer)
+    result = trainer.fit(resume=True)
+    assert result.step == 16
+    err = capsys.readouterr().err
+    assert "extending the run from max_steps 10 to 16 at step 10: the learning-rate schedule " \
+           "is recomputed for 16 steps" in err
+    event = {"step": 10, "event": "extended", "from_max_steps": 10, "to_max_steps": 16}
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records.count(event) == 1
+    at = records.index(event)  # after step 10's log and evaluation, before step 11
+    assert records[at - 1] == {"step": 10, "eval": records[at - 1]["eval"]}
+    assert records[at + 1]["step"] == 11
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 17))
+    # step 11 uses the new schedule's learning rate at step 10 (linear decay over 16 steps)
+    step11 = next(r for r in records if r.get("step") == 11 and "lr" in r)
+    assert step11["lr"] == pytest.approx(1e-2 * lr_factor("linear", 10, 16, 2))
+    state = json.loads((list_checkpoints(tmp_path)[-1][1] / "trainer_state.json").read_text())
+    assert state["step"] == 16 and state["config"]["max_steps"] == 16
+    assert state["history"] == [event]
+
+    # resuming the extended run with its new length trains nothing and records nothing new
+    _, trainer = _trainer(tmp_path, config=toy.config(max_steps=16))
+    assert trainer.fit(resume=True).step == 16
+    assert "extending" not in capsys.readouterr().err
+    again = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert again == records
+
+
+def test_an_interrupted_extension_resumes_bit_identically(tmp_path: Path) -> None:
+    """An extension stopped part-way and resumed ends as the uninterrupted extension."""
+    runs = {}
+    for label, stop in (("straight", None), ("interrupted", 3)):
+        run_dir = tmp_path / label
+        _, trainer = _trainer(run_dir, config=toy.config(max_steps=10))
+        trainer.fit()
+        longer = toy.config(max_steps=18, save_every=2)
+        if stop is not None:
+            _, trainer = _trainer(run_dir, collate=_stop_after(stop), config=longer)
+            with pytest.raises(Interrupted):
+                trainer.fit(resume=True)
+        model, trainer = _trainer(run_dir, config=longer)
+        assert trainer.fit(resume=True).step == 18
+        runs[label] = (run_dir, model.state_dict())
+    (a, wa), (b, wb) = runs["straight"], runs["interrupted"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    _assert_runs_identical(a, b)
+
+
+def test_a_resume_may_not_go_back_before_the_checkpoint(tmp_path: Path) -> None:
+    _, trainer = _trainer(tmp_path, config=toy.config(max_steps=10))
+    trainer.fit()
+    _, trainer = _trainer(tmp_path, config=toy.config(max_steps=6))
+    with pytest.raises(RefbenchError, match=r"\[trainer.max_steps\]: cannot resume: the "
+                       r"checkpoint is at step 10, past max_steps 6") as info:
+        trainer.fit(resume=True)
+    assert "\n" not in str(info.value)
+    _, trainer = _trainer(tmp_path, config=toy.config(max_steps=16, seed=8))
+    with pytest.raises(RefbenchError, match=r"\[trainer.seed\].*\(seed: 7 -> 8\)"):
+        trainer.fit(resume=True)

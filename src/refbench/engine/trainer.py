@@ -13,7 +13,11 @@ how it is split.
 
 Resuming restores weights, optimizer, scheduler, scaler, every rank's RNG state and the
 position in the epoch, and trims metrics.jsonl, so on CPU a resumed run is bit-identical
-to an uninterrupted one.
+to an uninterrupted one. The one setting that may change on resume is `max_steps` (a
+finished run extended to more steps, or an unfinished one given another length): the
+learning-rate schedule is then recomputed for the new length from the checkpoint's step on,
+which is said on the console and recorded as an `extended` event in metrics.jsonl and in
+the `history` of every later trainer_state.json.
 """
 
 from __future__ import annotations
@@ -37,14 +41,17 @@ from refbench.engine import checkpoint as ckpt
 from refbench.engine.device import to_device
 from refbench.engine.distributed import DistContext
 from refbench.engine.progress import Progress, format_metrics
-from refbench.engine.schedules import SCHEDULES, build_optimizer, build_scheduler
+from refbench.engine.schedules import (SCHEDULES, build_optimizer, build_scheduler, lr_factor,
+                                       warmup_steps)
 from refbench.errors import RefbenchError
 from refbench.io import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
-#: settings that change the numbers; a resume must use the same values
+#: settings that change the numbers; a resume must use the same values (but see below)
 MATH_FIELDS = ("seed", "max_steps", "batch_size", "lr", "weight_decay", "betas", "eps",
                "schedule", "warmup_ratio", "grad_clip", "grad_accum", "amp")
+#: math settings a resume may change: the run is extended (or shortened) to the new length
+EXTENDABLE_FIELDS = ("max_steps",)
 
 
 @dataclass
@@ -75,6 +82,46 @@ def math_config(config: TrainerConfig) -> dict[str, Any]:
 def config_hash(config: TrainerConfig) -> str:
     text = json.dumps(math_config(config), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_resumable(state: Mapping[str, Any], config: TrainerConfig, state_path: Path) -> int:
+    """Refuse to resume a checkpoint (its parsed trainer state) with other math settings, in
+    one line naming the first one that changed; only `max_steps` may differ, and not below
+    the checkpoint's step. Returns the checkpoint's `max_steps`."""
+    current = math_config(config)
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        saved = {}
+    if state["config_hash"] == config_hash(config):
+        return int(current["max_steps"])
+    changed = [k for k, v in current.items() if saved.get(k) != v]
+    fixed = [k for k in changed if k not in EXTENDABLE_FIELDS]
+    if fixed or not changed:
+        what = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in fixed)
+        raise RefbenchError("cannot resume: trainer settings differ from the checkpoint's "
+                            f"({what or 'unknown'}); only max_steps (or epochs) may change "
+                            "on resume, start a new run for the others", path=state_path,
+                            key=f"trainer.{fixed[0]}" if fixed else "config_hash")
+    if state["step"] > config.max_steps:
+        raise RefbenchError(f"cannot resume: the checkpoint is at step {state['step']}, past "
+                            f"max_steps {config.max_steps}", path=state_path,
+                            key="trainer.max_steps")
+    try:
+        return int(saved["max_steps"])
+    except (KeyError, TypeError, ValueError):
+        raise RefbenchError("corrupt trainer state: no valid config.max_steps",
+                            path=state_path, key="config") from None
+
+
+def check_resume(run_dir: Path, config: TrainerConfig) -> None:
+    """Raise the error `Trainer.fit(resume=True)` would raise for `config` on this run, so a
+    caller can refuse before it writes anything into the run folder (its config.yaml)."""
+    try:
+        folder = ckpt.find_checkpoint(Path(run_dir), "last")
+    except RefbenchError:
+        raise RefbenchError("cannot resume: no complete checkpoint in this run",
+                            path=Path(run_dir) / ckpt.CHECKPOINTS) from None
+    check_resumable(ckpt.read_trainer_state(folder), config, folder / ckpt.STATE_FILE)
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> Tensor:
@@ -192,6 +239,8 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.last_eval_step: int | None = None
         self.last_saved: Path | None = None
+        self.events: list[dict[str, Any]] = []
+        self._extension: dict[str, Any] | None = None
         self._window = torch.zeros((), dtype=torch.float64, device=self.device)
         self._window_steps = 0
         self.progress = Progress(cfg.max_steps, enabled=cfg.progress) if main else None
@@ -210,6 +259,8 @@ class Trainer:
                 (self.run_dir / ckpt.CHECKPOINTS / ckpt.BEST_FILE).unlink(missing_ok=True)
         if main:
             self._metrics_handle = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
+            if self._extension is not None and self._extension not in self.history:
+                self._record(self._extension)  # not twice when an extension is retried
         self.forward = self._step_function()
         self._train()
         dist.barrier()
@@ -233,12 +284,7 @@ class Trainer:
                                 path=self.run_dir / ckpt.CHECKPOINTS) from None
         state = ckpt.read_trainer_state(folder)
         state_path = folder / ckpt.STATE_FILE
-        if state["config_hash"] != config_hash(self.config):
-            saved = state.get("config", {})
-            changed = [k for k, v in math_config(self.config).items() if saved.get(k) != v]
-            raise RefbenchError("cannot resume: trainer settings differ from the checkpoint's "
-                                f"({', '.join(changed) or 'unknown'}); start a new run instead",
-                                path=state_path, key="config_hash")
+        saved_steps = check_resumable(state, self.config, state_path)
         ckpt.load_model_weights(self.model, folder)
         try:
             tensors = ckpt.load_optimizer_tensors(folder)
@@ -247,10 +293,13 @@ class Trainer:
             if self.use_amp and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             exact = self._restore_rank_state(state["rng"])
+            self.events = list(state.get("history") or [])
         except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
             raise RefbenchError(f"corrupt trainer state: {type(exc).__name__}: {exc}",
                                 path=state_path) from None
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
+        if saved_steps != self.config.max_steps:
+            self._extend(saved_steps)
         if self.position > self.batches_per_epoch:
             raise RefbenchError("cannot resume: the training set is smaller than when the "
                                 "checkpoint was written", path=state_path, key="position")
@@ -268,6 +317,26 @@ class Trainer:
         if self.best is not None and (folder.parent / self.best["checkpoint"]).is_dir():
             ckpt.write_best(self.run_dir, self.best)  # in case a crash came before best.json
         self.progress.message(f"resuming from {folder.name} (step {self.step})")
+        if self._extension is not None:
+            old, new = self._extension["from_max_steps"], self._extension["to_max_steps"]
+            self.progress.message(
+                f"extending the run from max_steps {old} to {new} at step {self.step}: the "
+                f"learning-rate schedule is recomputed for {new} steps, so the learning rate "
+                f"changes from this step on (now {self.optimizer.param_groups[0]['lr']:.3g})")
+
+    def _extend(self, old_max_steps: int) -> None:
+        """Continue with another `max_steps`: the schedule (a pure function of the step and
+        the run length) gives the learning rate of the next step for the new length; the
+        event goes into `history` (saved with every later checkpoint) and metrics.jsonl."""
+        cfg = self.config
+        factor = lr_factor(cfg.schedule, self.step, cfg.max_steps, warmup_steps(cfg))
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * factor
+        event = {"step": self.step, "event": "extended", "from_max_steps": old_max_steps,
+                 "to_max_steps": cfg.max_steps}
+        if event not in self.events:
+            self.events.append(event)
+        self._extension = event
 
     def _restore_rank_state(self, per_rank: list[dict[str, Any]]) -> bool:
         """This rank's RNG and loss window; False when the world size changed (not exact)."""
@@ -429,7 +498,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": per_rank, "best": self.best, "last_eval_step": self.last_eval_step,
                 "world_size": self.dist.world_size, "config_hash": config_hash(self.config),
-                "config": math_config(self.config),
+                "config": math_config(self.config), "history": self.events,
             }
             folder = ckpt.write_checkpoint(self.run_dir / ckpt.CHECKPOINTS, self.step, self.model,
                                            tensors, state)
