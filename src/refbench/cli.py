@@ -123,7 +123,8 @@ def train(baseline: str = typer.Argument(..., help="Baseline name, e.g. bert."),
           init_from: Optional[str] = typer.Option(None, "--init-from", help="Local checkpoint folder."),
           max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
           limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N examples per split."),
-          resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint."),
+          resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete "
+                                      "checkpoint; with a larger --max-steps, extend a finished run."),
           option: list[str] = typer.Option(
               [], "--option", "-O", help="A metric option used when the run scores itself, "
                                          "key=value (repeatable; `refbench benchmarks show` "
@@ -229,8 +230,16 @@ def evaluate(ctx: typer.Context,
                  help="A run-time option of the benchmark's format or metric, key=value "
                       "(repeatable); each is also accepted as its own flag, e.g. "
                       "--na-prob-file F. `refbench benchmarks show NAME` lists them."),
+             strict: bool = typer.Option(
+                 False, "--strict", help="Refuse a file with missing or extra ids (one-line "
+                                         "error, exit 2) instead of scoring it as the official "
+                                         "tool does and warning."),
              as_json: bool = JSON_OPT) -> None:
     """Score a prediction file exactly like the official script does.
+
+    Missing and extra ids are treated as the official tool treats them (see
+    the benchmark's description), with a warning on stderr and the counts in
+    the output; --strict refuses them.
 
     Benchmarks declare their own options (a companion file, a threshold);
     `refbench benchmarks show NAME` lists them."""
@@ -240,7 +249,8 @@ def evaluate(ctx: typer.Context,
     spec = get_spec(benchmark)
     read_options, metric_options = benchmark_options(spec, option, ctx.args)
     result = evaluate_file(spec, predictions, references, split=split, cache_dir=cache_dir,
-                           read_options=read_options, metric_options=metric_options)
+                           read_options=read_options, metric_options=metric_options,
+                           strict=strict)
     if output is not None:
         result.write(output)
     if as_json:
@@ -250,6 +260,10 @@ def evaluate(ctx: typer.Context,
                ["metric", "value", "direction"],
                [[("* " if k == result.primary else "") + k, f"{v:.4f}", result.directions[k]]
                 for k, v in result.metrics.items()])
+        if result.counts:
+            _table("counts", ["count", "value"], [[k, v] for k, v in result.counts.items()])
+    for line in dict.fromkeys(result.warnings):  # each once, after the tables
+        typer.echo(f"refbench: warning: {line}", err=True)
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -397,7 +411,11 @@ def main(argv: list[str] | None = None) -> None:
     abort = (click.exceptions.Abort, typer.Abort)
     leave = (click.exceptions.Exit, typer.Exit)
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode, click hands a command's `typer.Exit(code)` back as the
+        # return value instead of exiting: pass it on
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except RefbenchError as exc:
         print(f"refbench: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -59,6 +59,9 @@ class Result:
     schema_version: int = SCHEMA_VERSION
     #: over-seeds summary of a protocol run: {seeds, n, std, per_seed, runs}; None for one run
     aggregate: dict[str, Any] | None = None
+    #: one-line warnings of the scoring (missing / extra ids, a score quantised by too few
+    #: references); optional in the JSON, so older files load with none
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def primary_value(self) -> float:
@@ -74,6 +77,7 @@ class Result:
             "primary": self.primary,
             "model": None if self.model is None else asdict(self.model),
             "counts": self.counts,
+            "warnings": list(self.warnings),
             "provenance": asdict(self.provenance),
         }
         if self.aggregate is not None:  # only aggregates carry the key: single runs are unchanged
@@ -207,6 +211,10 @@ def parse_result(data: Any, p: Path) -> Result:
     model = data.get("model")
     if model is not None and (not isinstance(model, dict) or "name" not in model):
         raise _fail(p, "model", "expected null or {name, params, recipe, config_hash}")
+    warnings = data.get("warnings")
+    warnings = [] if warnings is None else warnings
+    if not isinstance(warnings, list) or any(not isinstance(w, str) for w in warnings):
+        raise _fail(p, "warnings", "expected a list of strings")
     return Result(
         benchmark=bench["name"], benchmark_version=bench["version"], split=str(data["split"]),
         metrics={k: float(v) for k, v in metrics.items()}, directions=dict(directions),
@@ -218,4 +226,5 @@ def parse_result(data: Any, p: Path) -> Result:
         schema_version=SCHEMA_VERSION,
         aggregate=None if data.get("aggregate") is None else
         parse_aggregate(data["aggregate"], metrics, p),
+        warnings=list(warnings),
     )

@@ -103,6 +103,22 @@ def test_benchmark_contract(name: str, prepared: dict[str, tuple[Path, Path]],
     result = evaluate_file(spec, path, cache_dir=str(cache))
     assert spec.primary in result.metrics
     assert all(math.isfinite(v) for v in result.metrics.values())
+    # the missing / extra policy's counts, with nothing missing or extra
+    assert {k: result.counts[k] for k in ("missing", "extra")} == {"missing": 0, "extra": 0}
+    assert result.counts["references"] == result.counts["predictions"] == len(refs)
+    assert not any("prediction id(s)" in w or "have no prediction" in w
+                   for w in result.warnings)
+
+
+@pytest.mark.parametrize("name", FORMATS.names())
+def test_format_declares_its_missing_and_extra_policy(name: str) -> None:
+    """Every format says how missing and extra ids are treated (one policy, see
+    `refbench.benchmarks.scoring.check_ids`), in words the warning line can quote."""
+    fmt = FORMATS.get(name)
+    assert fmt.missing in ("score", "refuse") and fmt.extra in ("ignore", "score")
+    assert fmt.missing_scored_as.strip() and fmt.extra_scored_as.strip()
+    if fmt.extra == "score":  # it must say what an extra id is scored against
+        assert fmt.extra_reference is not SubmissionFormat.extra_reference
 
 
 @pytest.mark.parametrize("name", BASELINES.names())

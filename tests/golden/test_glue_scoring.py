@@ -133,9 +133,20 @@ def test_whole_glue_on_a_root_with_two_tasks(cola_dev, stsb_dev, tmp_path: Path)
     assert result.metrics["STS-B/score"] == pytest.approx(sts, abs=1e-9)
     assert result.metrics["score"] == pytest.approx((cola + sts) / 2, abs=1e-9)
     assert glue.tasks_in(result.metrics) == ["cola", "stsb"]
-    # a task of the references that the submission lacks is an error, not a silent zero
+    assert result.counts == {"references": len(labels) + len(scores),
+                             "predictions": len(labels) + len(scores), "missing": 0,
+                             "extra": 0, "scored": len(labels) + len(scores)}
+    # a task file the references lack is ignored (and reported): the scores do not move
+    GlueDirFormat().write(folder, {("rte", i): 0 for i in range(3)}, spec)
+    with_extra = evaluate_file("glue", folder, root)
+    assert with_extra.metrics == result.metrics and with_extra.counts["extra"] == 3
+    (warning,) = with_extra.warnings
+    assert "3 prediction id(s) not in the references (first: rte/0, rte/1, rte/2)" in warning
+    (folder / "RTE.tsv").unlink()
+    # a task of the references that the submission lacks is an error, not a silent zero:
+    # the GLUE server refuses incomplete files
     (folder / "STS-B.tsv").unlink()
-    with pytest.raises(RefbenchError, match="no prediction"):
+    with pytest.raises(RefbenchError, match="no prediction .*refuses an incomplete file"):
         evaluate_file("glue", folder, root)
 
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from refbench.datasets.kitti import geometry as geo
-from refbench.datasets.base import load_prepared
+from refbench.datasets.base import MISSING_FILE, MISSING_FOLDER, load_prepared
 from refbench.datasets.kitti.builder import KittiBuilder, read_frame, read_velodyne
 from refbench.io import sha256_file
+from tests.helpers import run_cli
 
 IDS = ("000000", "000001", "000002")
 
@@ -111,3 +112,62 @@ def test_real_frames_prepare_and_load(small_root: Path, tmp_path: Path) -> None:
                       dtype=np.float32).reshape(-1, 4)
     calib = geo.Calibration.from_row(val[0]["calib"])
     np.testing.assert_array_equal(row["points"], raw[geo.fov_mask(raw, calib, (375, 1242))])
+
+
+@pytest.fixture()
+def real_labels(shared_data: Path) -> Path:
+    folder = shared_data / "kitti" / "training" / "label_2"
+    if not folder.is_dir():
+        pytest.skip(f"no real KITTI label_2 folder under {shared_data}")
+    return folder
+
+
+def test_real_ground_truth_as_predictions_shows_counts_and_the_warning(
+        real_labels: Path, tmp_path: Path) -> None:
+    """Ground truth submitted as predictions on the 3 real frames: Car/3d/moderate scores
+    R40 0.00 and R11 9.09, what the official devkit computes with 1 valid moderate Car
+    (000002's 33 px Car; 000001's 21.6 px Car is too low for any level). The result must
+    say so: the valid counts and the quantisation warning."""
+    from refbench.benchmarks.scoring import evaluate_file
+
+    preds = tmp_path / "label_2"
+    preds.mkdir()
+    for label in sorted(real_labels.glob("*.txt")):
+        lines = label.read_text().splitlines()
+        (preds / label.name).write_text("".join(f"{line} 1.0\n" for line in lines if line))
+    result = evaluate_file("kitti-car-3d", preds, real_labels)
+    assert result.metrics["Car/3d/moderate/R40"] == 0.0
+    assert round(result.metrics["Car/3d/moderate/R11"], 2) == 9.09
+    assert result.counts == {"references": 3, "predictions": 3, "missing": 0, "extra": 0,
+                             "scored": 3, "Car/easy/valid_gt": 0, "Car/moderate/valid_gt": 1,
+                             "Car/hard/valid_gt": 1}
+    assert ("kitti_ap: Car/moderate has 1 valid ground-truth box: R40 and R11 are quantised "
+            "(fewer boxes than the 41 recall sample points; a perfect detector scores R40 "
+            "0.00, R11 9.09)") in result.warnings
+    assert len(result.warnings) == 3  # easy (0 boxes), moderate, hard; nothing about ids
+
+
+def test_real_release_check_is_summarized_with_hints(kitti: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The samples: 3 frames of 7,481 listed in train/val, no testing/ part (7,518 listed).
+    The check exits 1 with one line per kind of problem instead of 29,912 lines."""
+    report = KittiBuilder().check(kitti)
+    groups = {g.kind: g for g in report.summary()}
+    assert groups[MISSING_FILE].count == (3712 + 3769 - 3) * 4
+    assert groups[MISSING_FILE].notes == ["1 of 3,712 frames of ImageSets/train.txt present",
+                                          "2 of 3,769 frames of ImageSets/val.txt present"]
+    assert groups[MISSING_FOLDER].count == 1
+    assert report.hints[0].startswith("only 3 of 7,481 frames of ImageSets/train.txt, "
+                                      "ImageSets/val.txt are present (000000, 000001, 000002): "
+                                      "to use the frames you have, keep only their ids in")
+    assert report.hints[1].startswith("ImageSets/test.txt lists 7,518 frames but testing/ is "
+                                      "missing")
+    assert run_cli(["datasets", "check", "kitti", "--root", str(kitti)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) < 15 and out[-1] == "29,913 problem(s)"
+    assert out[1].startswith("  missing file: 29,912 (training/velodyne/000003.bin, ")
+    # pointed at training/ or at the folder above the release
+    assert KittiBuilder().check(kitti / "training").hints[0].endswith(f"use --root {kitti}")
+    assert KittiBuilder().check(kitti.parent).hints == [(
+        f"{kitti} looks like the KITTI release (it holds ImageSets/ or training/): use "
+        f"--root {kitti}")]

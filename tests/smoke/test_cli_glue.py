@@ -52,6 +52,11 @@ def test_train_writes_the_run_folder(sst2_run: Path) -> None:
     assert result.benchmark == "glue-sst2" and result.primary == "accuracy"
     assert result.model is not None and result.model.recipe == "bert_tiny_glue"
     assert result.provenance.dataset_fingerprint
+    # the run's wall time covers training (config.yaml is written when it starts), not only
+    # the final scoring
+    started = (sst2_run / "config.yaml").stat().st_mtime
+    finished = (sst2_run / "result.json").stat().st_mtime
+    assert result.provenance.wall_time_s >= finished - started - 0.1
     losses = [r["loss"] for r in map(json.loads, (sst2_run / "metrics.jsonl").read_text().splitlines())
               if "loss" in r]
     assert len(losses) >= 3
@@ -103,6 +108,36 @@ def test_resume_refuses_to_overwrite_and_continues(sst2_run: Path, glue_env: dic
     assert proc.returncode == 2 and "already holds checkpoints" in proc.stderr
 
 
+def test_resume_extends_a_finished_run(glue_env: dict[str, Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`--resume --max-steps N` after a shorter run continues it to N steps, says that the
+    schedule changes and records it; another changed setting is refused, config.yaml kept."""
+    import yaml
+
+    run = tmp_path / "runs" / "ext"
+    args = ["train", "bert", "--benchmark", "glue-sst2", "--recipe", "bert_tiny_glue",
+            "--limit", "32", "--output-dir", str(run.parent), "--cache-dir",
+            str(glue_env["cache"]), "--name", "ext", "--set", "trainer.progress=false"]
+    assert run_cli(args + ["--max-steps", "4"]) == 0
+    capsys.readouterr()
+    assert run_cli(args + ["--max-steps", "8", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "extending the run from max_steps 4 to 8 at step 4: the learning-rate schedule is " \
+           "recomputed for 8 steps" in err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 4, "event": "extended", "from_max_steps": 4, "to_max_steps": 8} in records
+    assert max(r["step"] for r in records) == 8
+    written = (run / "config.yaml").read_text()
+    assert yaml.safe_load(written)["trainer"]["max_steps"] == 8
+    assert json.loads((run / "result.json").read_text())["model"]["config_hash"]
+
+    assert run_cli(args + ["--max-steps", "8", "--resume", "--set", "trainer.lr=0.5"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "[trainer.lr]: cannot resume" in lines[0], lines
+    assert "only max_steps (or epochs) may change on resume" in lines[0]
+    assert (run / "config.yaml").read_text() == written
+
+
 @pytest.mark.parametrize("args, needle", [
     (["train", "bert", "--benchmark", "glue-sst", "--recipe", "bert_tiny_glue"], "did you mean 'glue-sst2'"),
     (["train", "bert", "--benchmark", "glue-sst2", "--recipe", "bert_tiny_glue", "--set", "trainer.lrr=1"],
@@ -112,6 +147,16 @@ def test_resume_refuses_to_overwrite_and_continues(sst2_run: Path, glue_env: dic
      "missing.tsv: prediction file not found"),
     (["evaluate", "nope", "--predictions", "x.tsv"], "unknown benchmark 'nope'"),
     (["datasets", "prepare", "glue", "--root", "no-such-dir"], "no-such-dir: dataset folder not found"),
+    (["train", "second", "--benchmark", "glue-sst2", "--recipe", "bert_tiny_glue"],
+     "recipe bert_tiny_glue is for baseline 'bert', not 'second' (recipes for second: "
+     "second_base_kitti, "),
+    (["train", "bert", "--benchmark", "glue-sst2", "--recipe", "bert_tiny_squad"],
+     "recipe bert_tiny_squad is for extractive-qa benchmarks; glue-sst2 is a classification "
+     "benchmark (recipes for it: bert_base_glue, bert_tiny_glue, bert_tinybert4_glue)"),
+    (["train", "bert", "--benchmark", "glue-sst2", "--recipe", "bert_tiny_glue", "--cache-dir",
+      "no-cache"], "dataset glue is not prepared in the cache no-cache (no manifest.json); run "
+                   "`refbench datasets prepare glue --root DIR` first, with the same --cache-dir "
+                   "or REFBENCH_CACHE"),
     (["train", "efficientbert", "--benchmark", "glue-sst2", "--recipe", "efficientbert_tiny_glue",
       "--set", 'model.ffn_expressions=["tanh(linear1_1(gelu(linear2_1(x,wb1)),wb2))", "x"]'],
      "[model.ffn_expressions[0]]: invalid FFN expression"),
@@ -125,24 +170,31 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], needle: s
     assert not (tmp_path / "runs").exists()
 
 
-def test_predictions_with_missing_or_extra_ids_are_rejected(glue_env: dict[str, Path],
-                                                            tmp_path: Path) -> None:
+def test_predictions_with_missing_or_extra_ids(glue_env: dict[str, Path], tmp_path: Path) -> None:
+    """GLUE refuses a file with missing ids (as the GLUE server does); extra ids are ignored
+    with one warning line, and `--strict` refuses them."""
     from refbench.datasets.glue.builder import read_task_file
 
     dev = glue_env["root"] / "SST-2" / "dev.tsv"
     n = len(read_task_file(dev, "sst2", "validation"))
     good = ["index\tprediction"] + [f"{i}\t1" for i in range(n)]
-    cases = {"missing": good[:-1], "extra": good + [f"{n + 5}\t0"]}
-    for label, lines in cases.items():
+    cases = {"missing": (good[:-1], []), "extra": (good + [f"{n + 5}\t0"], ["--strict"])}
+    for label, (lines, flags) in cases.items():
         pred = tmp_path / f"{label}.tsv"
         pred.write_text("\n".join(lines) + "\n")
         proc = cli_subprocess(["evaluate", "glue-sst2", "--predictions", str(pred), "--references",
-                               str(dev), "--output", "out.json"], tmp_path)
+                               str(dev), "--output", "out.json", *flags], tmp_path)
         assert proc.returncode == 2
         message = proc.stderr.strip()
         assert "\n" not in message and f"{label}.tsv" in message
         assert ("have no prediction" if label == "missing" else "not in the references") in message
         assert not (tmp_path / "out.json").exists()
+    proc = cli_subprocess(["evaluate", "glue-sst2", "--predictions", str(tmp_path / "extra.tsv"),
+                           "--references", str(dev), "--output", "out.json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "1 prediction id(s) not in the references" in warnings[0]
+    assert json.loads((tmp_path / "out.json").read_text())["counts"]["extra"] == 1
 
 
 def test_init_from_a_local_checkpoint(sst2_run: Path, glue_env: dict[str, Path], tmp_path: Path) -> None:

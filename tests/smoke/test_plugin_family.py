@@ -77,12 +77,14 @@ def test_plugin_family_in_every_command(env: dict[str, str], tmp_path: Path) -> 
 
 
 def test_contract_tests_cover_the_plugin(env: dict[str, str], tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
                            str(REPO / "tests" / "contract" / "test_kinds.py"), "-k", "toy"],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    # dataset, metric, format, benchmark, baseline and demo job of the plugin
-    assert "6 passed" in proc.stdout, proc.stdout[-500:]
+    for test_id in ("test_dataset_contract[toypoints]", "test_metric_contract[toy_accuracy]",
+                    "test_format_contract[toy_csv]", "test_benchmark_contract[toy-points]",
+                    "test_baseline_contract[toylogistic]", "test_demo_job_contract[toy]"):
+        assert f"{test_id} PASSED" in proc.stdout, (test_id, proc.stdout[-1500:])
 
 
 def _last_json(text: str) -> dict:

@@ -312,6 +312,8 @@ def test_evaluate_file_counts_missing_frames(tmp_path: Path) -> None:
                                 for line in path.read_text().splitlines()))
     write_label_dir(tmp_path / "label_2", {f"{i:06d}": d for i, d in enumerate(dts) if i})
     result = evaluate_file("kitti-car-3d", tmp_path / "label_2", tmp_path / "gt")
-    assert result.counts["missing"] == 1
+    assert result.counts["missing"] == 1 and result.counts["scored"] == 50
+    assert any("1 id(s) of the references have no prediction (first: 000000), scored as "
+               "frames without detections" in w for w in result.warnings)
     assert 0 < result.metrics["Car/3d/moderate/R40"] < 100
     assert result.primary == "Car/3d/moderate/R40"

@@ -17,8 +17,9 @@ from refbench.benchmarks.scoring import compute_metrics, evaluate_file
 from refbench.registry import get_spec
 from refbench.errors import RefbenchError
 from refbench.leaderboard.db import LeaderboardDB, Quotas
-from refbench.leaderboard.split import partition
-from refbench.leaderboard.worker import REFERENCES_ERROR, Worker
+from refbench.leaderboard.split import is_public, partition, split_pairs
+from refbench.leaderboard.worker import REFERENCES_ERROR, Rejected, Worker, score_file
+from tests.helpers import run_cli
 
 MARKER = "ZQX_HIDDEN_MARKER_7731"
 N_REFS = 60
@@ -78,6 +79,53 @@ def test_scores_equal_the_local_scorer_on_each_part(tmp_path: Path) -> None:
     assert board.leaderboard("glue-sst2", decimals=1)[0].value == round(pub, 1)
 
 
+def test_a_public_fraction_of_0_2_scores_exactly_that_fifth(tmp_path: Path) -> None:
+    """Every other test splits in halves, where a comparison turned the wrong way round
+    still picks *a* half. With `--public-fraction 0.2` on 100 references about a fifth of
+    the ids are public, and the worker's public score is the scorer's on exactly the ids
+    `split.is_public` selects, its private score the scorer's on the rest."""
+    n, seed, fraction = 100, 13, 0.2
+    y = [(i * 7 + i // 3) % 2 for i in range(n)]
+    refs = tmp_path / "hidden" / "SST-2"
+    refs.mkdir(parents=True)
+    (refs / "dev.tsv").write_text("sentence\tlabel\n" + "".join(
+        f"{MARKER} sentence {i}\t{label}\n" for i, label in enumerate(y)))
+    db = tmp_path / "lb.sqlite"
+    assert run_cli(["leaderboard", "init", "--db", str(db), "--references",
+                    str(tmp_path / "hidden")]) == 0
+    assert run_cli(["leaderboard", "benchmark", "add", "glue-sst2", "--references",
+                    "SST-2/dev.tsv", "--seed", str(seed), "--public-fraction", str(fraction),
+                    "--db", str(db)]) == 0
+    assert run_cli(["leaderboard", "team", "add", "alpha", "--db", str(db)]) == 0
+    board = LeaderboardDB.at(db)
+    assert board.benchmark("glue-sst2")["public_fraction"] == fraction
+
+    public_ids = [i for i in range(n) if is_public(seed, i, fraction)]
+    private_ids = [i for i in range(n) if not is_public(seed, i, fraction)]
+    assert 10 <= len(public_ids) <= 30, len(public_ids)
+    assert (public_ids, private_ids) == partition(list(range(n)), seed, fraction)
+    # every public prediction wrong, every private one right: a split that picked the
+    # other side (or the halves) would show a very different pair of scores
+    wrong = set(public_ids[::2])
+    preds = {i: 1 - y[i] if i in wrong else y[i] for i in range(n)}
+    FORMATS.get("glue_tsv")().write(tmp_path / "SST-2.tsv", preds, get_spec("glue-sst2"))
+    sub = board.submit(board.team_id("alpha"), "glue-sst2", "SST-2.tsv",
+                       (tmp_path / "SST-2.tsv").read_bytes())
+    assert Worker(board, context="fork").run(until_idle=True) == 1
+    scores = board.scores(sub, reveal=True)
+    assert scores is not None
+    spec = get_spec("glue-sst2")
+    for part, ids in (("public", public_ids), ("private", private_ids)):
+        expected, _ = compute_metrics(spec, [preds[i] for i in ids], [y[i] for i in ids])
+        assert scores[part] == pytest.approx(expected), part
+    assert scores["public"]["accuracy"] < 60.0 and scores["private"]["accuracy"] == 100.0
+    # the same parts through the worker's own helper, fed in another order
+    order = list(reversed(range(n)))
+    parts = split_pairs([preds[i] for i in order], [y[i] for i in order], order, seed, fraction)
+    assert sorted(parts["public"][1]) == sorted(y[i] for i in public_ids)
+    assert len(parts["public"][0]) == len(public_ids)
+
+
 def test_missing_extra_and_malformed_files_rejected_without_leaking(tmp_path: Path) -> None:
     board = make_board(tmp_path, Quotas(daily=20))
     team = board.add_team("alpha")
@@ -105,6 +153,38 @@ def test_missing_extra_and_malformed_files_rejected_without_leaking(tmp_path: Pa
     assert row.submission_id == good
     text = repr(board.leaderboard("glue-sst2", part="private", reveal=True)) + repr(row)
     assert MARKER not in text and all(MARKER not in e for e in all_errors(board))
+
+
+def test_the_worker_is_always_strict_even_where_evaluate_scores(tmp_path: Path) -> None:
+    """SQuAD scores a missing question as 0 and ignores a foreign id (with a warning) in
+    `refbench evaluate`; the leaderboard refuses both, with one line naming the upload."""
+    import json
+
+    context = "Paris is the capital of France."
+    qas = [{"id": f"q{i}", "question": "?", "answers": [{"text": "Paris", "answer_start": 0}]}
+           for i in range(4)]
+    refs = tmp_path / "dev-v1.1.json"
+    refs.write_text(json.dumps({"version": "1.1", "data": [
+        {"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]}))
+    full = {f"q{i}": "Paris" for i in range(4)}
+    cases = {"omit.json": ({k: v for k, v in full.items() if k != "q2"},
+                           "1 id(s) of the references have no prediction (first: q2)"),
+             "extra.json": ({**full, "zz": "Rome"},
+                            "1 prediction id(s) not in the references (first: zz)")}
+    for name, (preds, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(json.dumps(preds))
+        assert evaluate_file("squad-v1.1", path, refs).counts["scored"] == 4  # scored locally
+        with pytest.raises(Rejected) as err:
+            score_file("squad-v1.1", path, refs, seed=0, public_fraction=0.5, shown_name=name)
+        text = str(err.value)
+        assert text.startswith(f"{name}: ") and message in text and "\n" not in text
+        assert str(tmp_path) not in text
+    exact = tmp_path / "exact.json"
+    exact.write_text(json.dumps(full))
+    scored = score_file("squad-v1.1", exact, refs, seed=0, public_fraction=0.5)
+    assert scored["counts"] == {"references": 4, "predictions": 4, "missing": 0, "extra": 0,
+                                "scored": 4}
 
 
 def test_unreadable_references_give_a_generic_error(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from refbench.registry import get_spec
 from refbench.benchmarks.formats.squad import (SquadJsonFormat, na_prob_path, read_predictions,
                                               write_predictions)
 from refbench.errors import RefbenchError
-from refbench.evaluation.squad import (SquadMetric, exact_match, f1_score, find_best_thresh,
-                                       gold_answers, normalize_answer, normalize_answer_v1,
+from refbench.evaluation.squad import (SquadMetric, apply_no_ans_threshold, exact_match,
+                                       f1_score, find_best_thresh, gold_answers,
+                                       normalize_answer, normalize_answer_v1,
                                        normalize_answer_v2, score_question)
 from refbench.registry import METRICS
 
@@ -136,18 +138,68 @@ def test_v2_metric_hand_computed() -> None:
     assert values["best_exact"] == out["best_exact"]  # raw scores: the threshold plays no part
 
 
-def test_v2_keys_only_for_kinds_present_and_no_na_prob_means_zero() -> None:
+BEST_KEYS = {"best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"}
+
+
+def test_v2_keys_only_for_kinds_present_and_best_only_with_na_probs() -> None:
+    """Like evaluate-v2.0.py, which prints best_* only with --na-prob-file."""
     metric = SquadMetric(version="2.0")
     metric.update(["Paris", "x"], [["Paris"], ["Rome"]])
     out = metric.compute()
     assert "NoAns_total" not in out and out["HasAns_total"] == 2
+    assert not BEST_KEYS & set(out) and out["f1"] == pytest.approx(50.0)
+    # with na_probs (an na-prob file): the best_* keys; one without counts as na_prob 0
+    given = SquadMetric(version="2.0")
+    given.update([{"text": "Paris", "na_prob": 0.0}, "x"], [["Paris"], ["Rome"]])
+    out = given.compute()
+    assert BEST_KEYS <= set(out)
     # all na_probs 0: best is the best prefix in update order -> 1 of 2 at threshold 0
     assert out["best_exact"] == pytest.approx(50.0) and out["best_exact_thresh"] == 0.0
+    # merging keeps them when either part had na_probs
+    plain = SquadMetric(version="2.0")
+    plain.update(["x"], [["Rome"]])
+    with_probs = SquadMetric(version="2.0")
+    with_probs.update([{"text": "Paris", "na_prob": 0.3}], [["Paris"]])
+    plain.merge(with_probs)
+    assert BEST_KEYS <= set(plain.compute())
+
+
+def test_f1_is_the_max_over_every_gold_answer() -> None:
+    """The prediction matches the SECOND gold answer best: F1 (both versions) must be that
+    answer's 2/3, not the first's 0 or the last's 1/2."""
+    golds = ["city of Paris", "the river Seine in Paris", "a long river"]
+    assert [f1_score("Seine river", g) for g in golds] == [0.0, pytest.approx(2 / 3), 0.5]
+    for version in ("1.1", "2.0"):
+        assert score_question("Seine river", golds, version) == (0.0, pytest.approx(2 / 3))
+        metric = SquadMetric(version=version)
+        metric.update(["Seine river", "Paris"], [golds, ["London", "paris"]])
+        out = metric.compute()
+        assert out["f1"] == pytest.approx(100 * (2 / 3 + 1) / 2), version
+        assert out["exact" if version == "2.0" else "exact_match"] == pytest.approx(50.0)
+
+
+def test_no_answer_threshold_is_strictly_greater() -> None:
+    """An na_prob exactly equal to the threshold is NOT "no answer" (the script's
+    `na_probs[qid] > na_prob_thresh`); just above it is."""
+    assert apply_no_ans_threshold(1.0, 0.5, True, 0.5) == 1.0
+    assert apply_no_ans_threshold(0.0, 0.5, False, 0.5) == 0.0
+    above = math.nextafter(0.5, 1.0)
+    assert apply_no_ans_threshold(1.0, above, True, 0.5) == 0.0
+    assert apply_no_ans_threshold(0.0, above, False, 0.5) == 1.0
+    refs = [["Paris"], []]
+    at = SquadMetric(version="2.0", na_prob_thresh=0.5)
+    at.update([{"text": "Paris", "na_prob": 0.5}, {"text": "x", "na_prob": 0.5}], refs)
+    out = at.compute()
+    assert (out["HasAns_exact"], out["NoAns_exact"]) == (100.0, 0.0)  # both still answers
+    over = SquadMetric(version="2.0", na_prob_thresh=0.5)
+    over.update([{"text": "Paris", "na_prob": above}, {"text": "x", "na_prob": above}], refs)
+    out = over.compute()
+    assert (out["HasAns_exact"], out["NoAns_exact"]) == (0.0, 100.0)  # both "no answer"
 
 
 def test_missing_predictions_score_zero() -> None:
     metric = SquadMetric(version="2.0")
-    metric.update([{"text": "Paris", "na_prob": None}, None, None], [["Paris"], ["Rome"], []])
+    metric.update([{"text": "Paris", "na_prob": 0.0}, None, None], [["Paris"], ["Rome"], []])
     out = metric.compute()
     assert out["exact"] == pytest.approx(100 / 3) and out["total"] == 3
     assert out["HasAns_exact"] == pytest.approx(50.0) and out["NoAns_exact"] == 0.0

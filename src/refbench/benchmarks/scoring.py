@@ -3,6 +3,14 @@ final evaluation and the leaderboard.
 
 Predictions are always read from a file in the benchmark's submission format, so a local
 run, a user's file and a leaderboard submission are scored identically.
+
+Missing and extra ids follow one policy for every format (`check_ids`): a missing
+prediction is scored as the official tool scores it and an extra id is ignored as the
+official tools ignore it, unless the format declares otherwise (`SubmissionFormat.missing`,
+`.extra`); both are always reported, as one warning line and as counts (`references`,
+`predictions`, `missing`, `extra`, `scored`). Strict scoring (`--strict`, the leaderboard)
+refuses them. A metric's own reference counts and warnings (`Metric.counts()`,
+`.warnings()`) join the result's.
 """
 
 from __future__ import annotations
@@ -11,8 +19,9 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from refbench import __version__
 from refbench.benchmarks.formats import FORMATS, SubmissionFormat
@@ -37,24 +46,112 @@ def label_set_sha256(references: Mapping[Any, Any]) -> str:
     return digest.hexdigest()
 
 
-def align(predictions: Mapping[Any, Any], references: Mapping[Any, Any], source: Path,
-          allow_missing: bool) -> tuple[list[Any], list[Any], dict[str, int]]:
-    """Pair predictions with references by id; missing / extra ids are errors unless the
-    format scores missing ids the way its official script does."""
-    extra = [k for k in predictions if k not in references]
-    if extra:
-        raise RefbenchError(f"{len(extra)} prediction id(s) not in the references, first "
-                            f"{extra[0]!r}", path=source)
-    missing = [k for k in references if k not in predictions]
-    if missing and not allow_missing:
-        raise RefbenchError(f"{len(missing)} id(s) of the references have no prediction, first "
-                            f"{missing[0]!r}", path=source)
+#: how many ids a warning or an error line quotes
+FIRST_IDS = 3
+#: the id counts every result carries (metric counts are namespaced and never use these)
+ID_COUNTS = ("references", "predictions", "missing", "extra", "scored")
+
+
+def show_ids(ids: Sequence[Any], first: int = FIRST_IDS) -> str:
+    """The first few ids for a one-line message: tuples as `a/b`, then `...` if cut."""
+    shown = ["/".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in ids[:first]]
+    return ", ".join(shown) + (", ..." if len(ids) > first else "")
+
+
+@dataclass(frozen=True)
+class IdCheck:
+    """How a prediction file's ids meet the references': the ids without a prediction
+    (`missing`) and the predicted ids outside the references (`extra`), in file order."""
+
+    references: int
+    predictions: int
+    missing: list[Any]
+    extra: list[Any]
+    #: whether the extra ids are scored (their format's tool scores them) or ignored
+    extra_scored: bool = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """`references`, `predictions`, `missing`, `extra` and `scored`: the ids the metric
+        scores (every reference, a missing prediction as the policy scores it, plus the
+        extra ids when their format scores them)."""
+        scored = self.references + (len(self.extra) if self.extra_scored else 0)
+        return {"references": self.references, "predictions": self.predictions,
+                "missing": len(self.missing), "extra": len(self.extra), "scored": scored}
+
+    def missing_text(self) -> str:
+        return (f"{len(self.missing)} id(s) of the references have no prediction (first: "
+                f"{show_ids(self.missing)})")
+
+    def extra_text(self) -> str:
+        return (f"{len(self.extra)} prediction id(s) not in the references (first: "
+                f"{show_ids(self.extra)})")
+
+    def refusal(self) -> str:
+        """The error line of a format whose official tool refuses an incomplete file."""
+        return (f"{self.missing_text()}; the official tool refuses an incomplete file, so "
+                f"refbench does too")
+
+    def warning(self, missing_scored_as: str, extra_scored_as: str) -> str | None:
+        """The one warning line for a file with missing or extra ids (None when exact)."""
+        parts = []
+        if self.missing:
+            parts.append(f"{self.missing_text()}, {missing_scored_as}")
+        if self.extra:
+            parts.append(f"{self.extra_text()}, {extra_scored_as}")
+        return "; ".join(parts) or None
+
+
+def check_ids(predictions: Mapping[Any, Any], references: Mapping[Any, Any], source: Path,
+              fmt: SubmissionFormat | None = None, *, strict: bool = False) -> IdCheck:
+    """Compare the ids of predictions and references under the missing/extra policy.
+
+    By default a missing prediction is scored as the official tool scores it and an extra
+    id is ignored (or scored, where the format's tool scores it); both are reported by the
+    caller. A format whose official tool refuses an incomplete file (`missing = "refuse"`)
+    makes missing ids an error; `strict` (`--strict`, the leaderboard) makes missing and
+    extra ids one error line naming the file."""
+    policy = fmt if fmt is not None else SubmissionFormat
+    check = IdCheck(references=len(references), predictions=len(predictions),
+                    missing=[k for k in references if k not in predictions],
+                    extra=[k for k in predictions if k not in references],
+                    extra_scored=policy.extra == "score")
+    if strict and (check.missing or check.extra):
+        parts = ([check.missing_text()] if check.missing else []) + \
+            ([check.extra_text()] if check.extra else [])
+        raise RefbenchError("; ".join(parts) + " (strict scoring accepts exactly the ids of "
+                            "the references)", path=source)
+    if check.missing and policy.missing == "refuse":
+        raise RefbenchError(check.refusal(), path=source)
+    return check
+
+
+def pair(predictions: Mapping[Any, Any], references: Mapping[Any, Any], check: IdCheck,
+         fmt: SubmissionFormat | None = None) -> tuple[list[Any], list[Any]]:
+    """Aligned value lists: every reference id in order (None for a missing prediction),
+    then the extra ids against `fmt.extra_reference` when the format scores them."""
     keys = list(references)
     preds = [predictions.get(k) for k in keys]
     refs = [references[k] for k in keys]
-    counts = {"references": len(references), "predictions": len(predictions),
-              "missing": len(missing)}
-    return preds, refs, counts
+    if check.extra_scored and check.extra:
+        if fmt is None:
+            raise ValueError("scoring extra ids needs the format that defines their reference")
+        preds += [predictions[k] for k in check.extra]
+        refs += [fmt.extra_reference(k) for k in check.extra]
+    return preds, refs
+
+
+def align(predictions: Mapping[Any, Any], references: Mapping[Any, Any], source: Path,
+          fmt: SubmissionFormat | None = None, *, strict: bool = False,
+          allow_missing: bool | None = None) -> tuple[list[Any], list[Any], dict[str, int]]:
+    """Pair predictions with references by id under the missing/extra policy
+    (`check_ids`): (predictions, references, id counts). `allow_missing=False` is the
+    older spelling of a format that refuses missing ids."""
+    check = check_ids(predictions, references, source, fmt, strict=strict)
+    if allow_missing is False and check.missing:
+        raise RefbenchError(check.refusal(), path=source)
+    preds, refs = pair(predictions, references, check, fmt)
+    return preds, refs, check.counts
 
 
 def declared_options(spec: BenchmarkSpec) -> tuple[tuple[Option, ...], tuple[Option, ...]]:
@@ -92,8 +189,19 @@ def check_metric_options(spec: BenchmarkSpec, values: Mapping[str, Any],
     return out
 
 
-def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any],
-                    options: Mapping[str, Any] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+@dataclass
+class MetricOutput:
+    """What one metric run produced: values with their directions, plus the reference
+    counts it used and its warnings (the metric's optional `counts()` / `warnings()`)."""
+
+    values: dict[str, float]
+    directions: dict[str, str]
+    counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def run_metric(spec: BenchmarkSpec, preds: list[Any], refs: list[Any],
+               options: Mapping[str, Any] | None = None) -> MetricOutput:
     """Run the spec's metric (with its arguments plus run-time `options`, e.g. SQuAD's
     `na_prob_thresh`) over aligned predictions and references."""
     from refbench.registry import METRICS
@@ -117,7 +225,22 @@ def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any],
     if spec.primary not in values:
         raise RefbenchError(f"benchmark {spec.key}: primary key {spec.primary!r} not produced by "
                             f"metric {spec.metric.name} (keys: {', '.join(values)})")
-    return {k: float(v) for k, v in values.items()}, directions
+    counts = {str(k): int(v) for k, v in metric.counts().items()}
+    clash = sorted(set(counts) & set(ID_COUNTS))
+    if clash:  # a metric bug, not the user's input
+        raise ValueError(f"metric {spec.metric.name} reports counts named like the scorer's "
+                         f"id counts: {clash}")
+    return MetricOutput(values={k: float(v) for k, v in values.items()}, directions=directions,
+                        counts=counts,
+                        warnings=[f"{spec.metric.name}: {w}" for w in metric.warnings()])
+
+
+def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any],
+                    options: Mapping[str, Any] | None = None
+                    ) -> tuple[dict[str, float], dict[str, str]]:
+    """The values and directions of `run_metric` (what the leaderboard stores)."""
+    out = run_metric(spec, preds, refs, options)
+    return out.values, out.directions
 
 
 def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
@@ -125,9 +248,14 @@ def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
                   cache_dir: str | None = None, model: ModelInfo | None = None,
                   seed: int | None = None, rows: "hf_datasets.Dataset | None" = None,
                   read_options: Mapping[str, Any] | None = None,
-                  metric_options: Mapping[str, Any] | None = None) -> Result:
+                  metric_options: Mapping[str, Any] | None = None,
+                  strict: bool = False) -> Result:
     """Score a prediction file against an official label file/folder (`references`), the
-    given prepared rows (`rows`, e.g. a `--limit` subset) or the whole prepared split."""
+    given prepared rows (`rows`, e.g. a `--limit` subset) or the whole prepared split.
+
+    Missing and extra ids follow the format's policy (`check_ids`) and are reported in
+    `Result.counts` and `Result.warnings`, with the metric's own counts and warnings;
+    `strict` refuses them instead."""
     started = time.time()
     spec = benchmark if isinstance(benchmark, BenchmarkSpec) else get_spec(benchmark)
     pred_path = Path(predictions)
@@ -167,11 +295,15 @@ def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
         fingerprint = dataset_fingerprint(spec.dataset.name, cache_dir)
     if not refs_map:
         raise RefbenchError("the references hold no labelled example", path=references)
-    preds, refs, counts = align(preds_map, refs_map, pred_path, fmt.allow_missing)
-    metrics, directions = compute_metrics(spec, preds, refs, metric_options)
+    check = check_ids(preds_map, refs_map, pred_path, fmt, strict=strict)
+    preds, refs = pair(preds_map, refs_map, check, fmt)
+    scored = run_metric(spec, preds, refs, metric_options)
+    id_warning = check.warning(fmt.missing_scored_as, fmt.extra_scored_as)
+    warnings = ([f"{pred_path}: {id_warning}"] if id_warning else []) + scored.warnings
     return Result(
-        benchmark=spec.name, benchmark_version=spec.version, split=used_split, metrics=metrics,
-        directions=directions, primary=spec.primary, model=model, counts=counts,
+        benchmark=spec.name, benchmark_version=spec.version, split=used_split,
+        metrics=scored.values, directions=scored.directions, primary=spec.primary, model=model,
+        counts={**check.counts, **scored.counts}, warnings=warnings,
         provenance=Provenance(
             refbench_version=__version__, git_commit=git_commit(), dataset_fingerprint=fingerprint,
             label_set_sha256=label_set_sha256(refs_map), predictions_sha256=sha256_path(pred_path),

@@ -4,6 +4,10 @@ A metric class is registered with `@METRICS.register(name, higher_is_better=...,
 `update()` adds aligned predictions and references, `merge()` folds in another instance
 (from another process), `compute()` returns `{key: value}` with the documented, stable keys.
 A change to the numbers bumps `version`.
+
+A metric whose value depends on how many references there are also says what it counted
+(`counts()`, e.g. the valid ground-truth boxes per class) and warns when a tiny set
+quantises the score (`warnings()`); the scorer puts both into the result.
 """
 
 from __future__ import annotations
@@ -40,6 +44,17 @@ class Metric(ABC):
     @abstractmethod
     def compute(self) -> dict[str, float]:
         """The metric values over everything added so far."""
+
+    def counts(self) -> dict[str, int]:
+        """The reference counts the values were computed from, keyed by namespaced names
+        that contain a `/` (e.g. `Car/moderate/valid_gt`), so they never collide with the
+        scorer's id counts. Called after `compute()`; none by default."""
+        return {}
+
+    def warnings(self) -> list[str]:
+        """One-line, factual warnings about the values (e.g. a score quantised by too few
+        references). Called after `compute()`; none by default."""
+        return []
 
     def output_keys(self) -> list[str]:
         return list(self.keys)

@@ -21,6 +21,10 @@ The numbers follow the Python port of the devkit that papers report
 - AP R11 = sum of precision at sample points 0, 4, ..., 40 / 11; R40 = sum over points
   1..40 / 40 (the KITTI server's metric since 2019). AOS uses (1 + cos(dalpha)) / 2 of
   each 2D TP. Values are percent. A class with no valid ground truth scores 0.
+- small sets: the port picks one score threshold per valid ground-truth box, so with
+  fewer than 41 valid boxes AP moves in coarse steps and even a perfect detector stays
+  below 100 (1 box: R40 0, R11 9.09). The metric reports the valid boxes per class and
+  difficulty (`counts()`) and warns for each count below 41.
 - AOS is always computed (the port skips it when the first detection's alpha is -10),
   and a precision of 0 / 0 counts as 0 (the port would produce NaN).
 - overlap thresholds (bbox, bev, 3d): "strict" Car 0.7/0.7/0.7, Pedestrian and Cyclist
@@ -187,10 +191,9 @@ def dontcare_max_overlap(gt: Frames, dt: Frames) -> np.ndarray:
 
 
 # -- clean_data --------------------------------------------------------------------------
-def ignore_flags(gt: Frames, dt: Frames, cls: str,
-                 difficulty: int) -> tuple[np.ndarray, np.ndarray]:
-    """`clean_data`: per ground truth 0 (counts), 1 (ignored: neighbour class or too hard)
-    or -1 (other class); per detection 0 (this class), 1 (lower than MIN_HEIGHT) or -1."""
+def gt_ignore_flags(gt: Frames, cls: str, difficulty: int) -> np.ndarray:
+    """`clean_data`'s ground-truth side: 0 (a valid box, counted), 1 (ignored: neighbour
+    class or too hard for the difficulty) or -1 (another class)."""
     cls = cls.lower()
     height = gt.bbox[:, 3] - gt.bbox[:, 1]
     hard = ((gt.occluded > MAX_OCCLUSION[difficulty])
@@ -198,7 +201,15 @@ def ignore_flags(gt: Frames, dt: Frames, cls: str,
             | (height <= MIN_HEIGHT[difficulty]))
     same = gt.name == cls
     neighbour = (gt.name == NEIGHBOUR[cls]) if cls in NEIGHBOUR else np.zeros(len(gt), bool)
-    ign_gt = np.where(same & ~hard, 0, np.where(neighbour | (same & hard), 1, -1))
+    return np.where(same & ~hard, 0, np.where(neighbour | (same & hard), 1, -1)).astype(np.int64)
+
+
+def ignore_flags(gt: Frames, dt: Frames, cls: str,
+                 difficulty: int) -> tuple[np.ndarray, np.ndarray]:
+    """`clean_data`: per ground truth 0 (counts), 1 (ignored: neighbour class or too hard)
+    or -1 (other class); per detection 0 (this class), 1 (lower than MIN_HEIGHT) or -1."""
+    cls = cls.lower()
+    ign_gt = gt_ignore_flags(gt, cls, difficulty)
     dt_height = np.abs(dt.bbox[:, 3] - dt.bbox[:, 1])
     ign_dt = np.where(dt_height < MIN_HEIGHT[difficulty], 1,
                       np.where(dt.name == cls, 0, -1))
@@ -442,6 +453,48 @@ def kitti_eval(gt_frames: Sequence[Mapping[str, Any] | None],
     return result
 
 
+def valid_gt_counts(gt_frames: Sequence[Mapping[str, Any] | None],
+                    classes: Sequence[str]) -> dict[str, int]:
+    """`{"Car/moderate/valid_gt": n, ...}`: per class and difficulty, the ground-truth
+    boxes the devkit counts (not ignored for that class and difficulty), i.e. the recall
+    denominator of the AP."""
+    gt = stack_frames([frame_arrays(f, False, f"reference frame {i}")
+                       for i, f in enumerate(gt_frames)])
+    return {f"{cls}/{name}/valid_gt": int(np.sum(gt_ignore_flags(gt, cls, level) == 0))
+            for cls in check_classes(classes) for level, name in enumerate(DIFFICULTIES)}
+
+
+def perfect_ap(num_valid: int) -> tuple[float, float]:
+    """(R40, R11) in percent of a perfect detector on `num_valid` valid boxes: below 41
+    boxes the curve has fewer thresholds than sample points, so the AP cannot reach 100."""
+    if num_valid <= 0:
+        return 0.0, 0.0
+    precision = np.zeros(N_SAMPLE_PTS)
+    precision[:len(get_thresholds(np.ones(num_valid), num_valid))] = 1.0
+    return ap_r40(precision), ap_r11(precision)
+
+
+def quantisation_warnings(counts: Mapping[str, int]) -> list[str]:
+    """One line per class/difficulty of `valid_gt_counts` with fewer valid boxes than the
+    41 recall sample points: its AP moves in coarse steps and, as the port picks one score
+    threshold per valid box, even a perfect detector stays below 100 (R40 97.5 with 40)."""
+    out = []
+    for key, n in counts.items():
+        if n >= N_SAMPLE_PTS:
+            continue
+        where = key.rsplit("/", 1)[0]
+        boxes = "box" if n == 1 else "boxes"
+        if n == 0:
+            out.append(f"{where} has 0 valid ground-truth boxes: its AP is 0 by convention, "
+                       f"not a measurement")
+            continue
+        r40, r11 = perfect_ap(n)
+        out.append(f"{where} has {n} valid ground-truth {boxes}: R40 and R11 are quantised "
+                   f"(fewer boxes than the 41 recall sample points; a perfect detector "
+                   f"scores R40 {r40:.2f}, R11 {r11:.2f})")
+    return out
+
+
 def check_classes(classes: Sequence[str] | str) -> list[str]:
     """The requested classes in their official spelling; unknown ones are an error."""
     if isinstance(classes, str):
@@ -477,7 +530,9 @@ class KittiAP(Metric):
 
     Keys `{Class}/{bbox|bev|3d|aos}/{easy|moderate|hard}/R{11|40}` and
     `mean/...` over the requested classes, in percent. A prediction frame of None is a
-    frame without detections (an id missing from the prediction folder).
+    frame without detections (an id missing from the prediction folder). Counts
+    `{Class}/{difficulty}/valid_gt`: the valid ground-truth boxes each AP is computed over;
+    a warning for each below 41, where R40 and R11 are quantised.
     """
 
     keys: ClassVar[dict[str, str]] = _keys(["Car", "Pedestrian", "Cyclist"])
@@ -514,3 +569,11 @@ class KittiAP(Metric):
 
     def compute(self) -> dict[str, float]:
         return kitti_eval(self._gt, self._dt, self.classes, self.overlap)
+
+    def counts(self) -> dict[str, int]:
+        """Valid ground-truth boxes per class and difficulty (`Car/moderate/valid_gt`)."""
+        return valid_gt_counts(self._gt, self.classes)
+
+    def warnings(self) -> list[str]:
+        """A line per reported class/difficulty with too few valid boxes (below 41)."""
+        return quantisation_warnings(self.counts())

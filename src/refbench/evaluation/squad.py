@@ -32,9 +32,12 @@ Decisions where the scripts leave a gap (documented for result readers):
   the HasAns/NoAns breakdown; scoring the gap as 0 (never as a correct abstention) is the
   only reading that cannot reward leaving questions out. Missing questions also score 0
   at every threshold of the best-threshold search.
-- The v2.0 script prints `best_*` only with `--na-prob-file`; refbench always reports
-  them, with `na_prob = 0` for predictions that have none, exactly what the script's own
-  default (`{qid: 0.0}`) and Hugging Face's `squad_evaluate` do, so the key set is stable.
+- Like the v2.0 script, which prints `best_*` only with `--na-prob-file`, refbench
+  reports `best_exact`, `best_exact_thresh`, `best_f1` and `best_f1_thresh` only when the
+  predictions carry no-answer probabilities (an na-prob file was given); without one,
+  the best-threshold search has nothing to search over. Should only some predictions
+  carry one (possible through the Python API only), the others count as `na_prob = 0`,
+  the script's own default (`{qid: 0.0}`).
 - `find_best_thresh` scans questions in na_prob order and may stop inside a run of equal
   na_probs (a threshold no rule "no answer iff na_prob > t" can realize). The script's
   tie order is the key order of its na_prob dict (the na-prob file, else the prediction
@@ -182,10 +185,11 @@ _V2_KEYS: dict[str, str] = {
     "NoAns_exact": "exact (%) over unanswerable questions (only when there are some)",
     "NoAns_f1": "F1 (%) over unanswerable questions",
     "NoAns_total": "number of unanswerable questions; a count",
-    "best_exact": "exact (%) at the best no-answer threshold",
-    "best_exact_thresh": "that threshold, in na_prob units (not a score)",
-    "best_f1": "F1 (%) at the best no-answer threshold",
-    "best_f1_thresh": "that threshold, in na_prob units (not a score)",
+    "best_exact": "exact (%) at the best no-answer threshold (only with na_probs, i.e. an "
+                  "na-prob file)",
+    "best_exact_thresh": "that threshold, in na_prob units (not a score; only with na_probs)",
+    "best_f1": "F1 (%) at the best no-answer threshold (only with na_probs)",
+    "best_f1_thresh": "that threshold, in na_prob units (not a score; only with na_probs)",
 }
 _V1_KEYS: dict[str, str] = {
     "exact_match": "SQuAD v1.1 exact match (%), max over gold answers",
@@ -223,8 +227,9 @@ class SquadMetric(Metric):
     in the na-prob file, which breaks na_prob ties like the script); a reference is the
     list of gold answer texts (`[]` for an unanswerable v2.0 question). Keys: v1.1
     `exact_match`, `f1`; v2.0 `exact`, `f1`, `total`, `HasAns_*` / `NoAns_*` (only for the
-    kinds of question present), `best_exact`, `best_exact_thresh`, `best_f1`,
-    `best_f1_thresh`. See the module doc for missing predictions and directions.
+    kinds of question present), and `best_exact`, `best_exact_thresh`, `best_f1`,
+    `best_f1_thresh` only when predictions carry an na_prob (an na-prob file was given, as
+    the script prints them). See the module doc for missing predictions and directions.
     """
 
     keys: ClassVar[dict[str, str]] = {**_V2_KEYS, **_V1_KEYS}
@@ -256,6 +261,8 @@ class SquadMetric(Metric):
         self._na_prob: list[float] = []
         self._nonempty: list[bool] = []
         self._order: list[int | None] = []
+        #: whether any prediction carried an na_prob (the script's --na-prob-file)
+        self._na_probs_given = False
 
     def output_keys(self) -> list[str]:
         return list(_V1_KEYS if self.version == "1.1" else _V2_KEYS)
@@ -266,6 +273,7 @@ class SquadMetric(Metric):
             raise RefbenchError(f"{len(predictions)} predictions but {len(references)} "
                                 f"references")
         rows = []
+        given = False
         for position, (pred, ref) in enumerate(zip(predictions, references)):
             if isinstance(ref, str) or not isinstance(ref, (list, tuple)) \
                     or not all(isinstance(t, str) for t in ref):
@@ -282,6 +290,7 @@ class SquadMetric(Metric):
                 raise RefbenchError(f"prediction {position}: na_prob is a SQuAD v2.0 notion; "
                                     f"v1.1 predictions carry none")
             exact, f1 = score_question(text, ref, self.version)
+            given |= na_prob is not None
             rows.append((exact, f1, bool(ref), False, 0.0 if na_prob is None else na_prob,
                          bool(text), order))
         for exact, f1, has_ans, missing, na_prob, nonempty, order in rows:
@@ -292,6 +301,7 @@ class SquadMetric(Metric):
             self._na_prob.append(na_prob)
             self._nonempty.append(nonempty)
             self._order.append(order)
+        self._na_probs_given |= given
 
     def merge(self, other: Metric) -> None:
         if not isinstance(other, SquadMetric) or other.version != self.version \
@@ -305,6 +315,7 @@ class SquadMetric(Metric):
         self._na_prob += other._na_prob
         self._nonempty += other._nonempty
         self._order += other._order
+        self._na_probs_given |= other._na_probs_given
 
     def __len__(self) -> int:
         return len(self._exact)
@@ -335,7 +346,8 @@ class SquadMetric(Metric):
                 out[f"{prefix}_exact"] = 100.0 * sum(exact_t[i] for i in ids) / len(ids)
                 out[f"{prefix}_f1"] = 100.0 * sum(f1_t[i] for i in ids) / len(ids)
                 out[f"{prefix}_total"] = float(len(ids))
-        out.update(self._best_thresholds(total))
+        if self._na_probs_given:  # the script prints best_* only with an na-prob file
+            out.update(self._best_thresholds(total))
         return out
 
     def _best_thresholds(self, total: int) -> dict[str, float]:

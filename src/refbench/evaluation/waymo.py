@@ -26,7 +26,9 @@ the leaderboard use:
 Values are fractions in [0, 1], as the official tool prints them. Keys:
 `{TYPE}/L{1|2}/{mAP|mAPH}` and `{TYPE}/L{1|2}/RANGE_{0_30|30_50|50_INF}/{mAP|mAPH}` with
 TYPE in VEHICLE, PEDESTRIAN, SIGN, CYCLIST, plus `sampled_interval` (not a score: every
-k-th frame of each segment, by timestamp, was scored; 1 = all frames).
+k-th frame of each segment, by timestamp, was scored; 1 = all frames). Counts (`counts()`,
+in the result's `counts`): `{TYPE}/L{1|2}/gt_boxes`, the ground-truth boxes each AP's
+recall is computed over, and `frames/scored`.
 
 A frame is a mapping with `boxes` [N, 7] (cx, cy, cz, length, width, height, heading),
 `types` [N] (1 vehicle, 2 pedestrian, 3 sign, 4 cyclist; 0 unknown is ignored), and
@@ -398,6 +400,22 @@ class Waymo3DMetric(Metric):
                     out[f"{prefix}/mAPH"] = mean_average_precision(prec_ha, rec)
         out["sampled_interval"] = float(self.sampled_interval)
         return {k: out[k] for k in self.keys}
+
+    def counts(self) -> dict[str, int]:
+        """The ground truth the values were computed over: `{TYPE}/L{1|2}/gt_boxes`, the
+        boxes of the scored frames that can be missed at that level (lidar points > 0,
+        level <= k, so L2 includes L1), and `frames/scored` (after `sampled_interval`)."""
+        selected = self.selected_frames()
+        out = {f"{name}/L{level}/gt_boxes": 0 for name in TYPE_NAMES.values() for level in LEVELS}
+        for key in selected:
+            gt = _as_frame(self.frames[key][1], True)
+            for t, name in TYPE_NAMES.items():
+                of_type = gt["types"] == t
+                for level in LEVELS:
+                    at_level = of_type & (gt["level"] <= level)
+                    out[f"{name}/L{level}/gt_boxes"] += int(np.sum(at_level))
+        out["frames/scored"] = len(selected)
+        return out
 
 
 def _frame_key(ref: Any, counter: int) -> tuple[str, int]:

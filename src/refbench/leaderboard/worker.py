@@ -74,7 +74,7 @@ def score_file(benchmark: str, predictions: Path, references: Path, seed: int,
     hidden = [predictions, predictions.parent, references]
     try:
         preds = _read_predictions(fmt, spec, predictions, shown_name, hidden, scratch)
-        pred_list, ref_list, counts = align(preds, refs, Path(shown_name), allow_missing=False)
+        pred_list, ref_list, counts = align(preds, refs, Path(shown_name), strict=True)
     except RefbenchError as exc:
         shown = exc.path if isinstance(exc, _ShownError) else shown_name
         message = RefbenchError(exc.message, path=shown, line=exc.line, key=exc.key)

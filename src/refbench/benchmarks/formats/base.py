@@ -4,13 +4,21 @@ Each format (`@FORMATS.register("glue_tsv")`) turns a prediction file and a refe
 source (an official label file, or the prepared dataset split) into two `{id: value}`
 maps that the scorer aligns. Readers validate strictly: a duplicate id, a NaN or an
 unparsable value raises a `RefbenchError` naming the file and line.
+
+Missing and extra ids follow one policy (`refbench.benchmarks.scoring.check_ids`): an id
+of the references without a prediction is scored as the official tool scores it, unless
+the official tool refuses such a file (`missing = "refuse"`); a prediction id that is not
+in the references is ignored, as the official tools ignore it. Both are always reported,
+and strict scoring (`--strict`, the leaderboard) refuses either. A format whose official
+tool scores extra ids instead (Waymo's counts their boxes as false positives) says so with
+`extra = "score"` and `extra_reference`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
 
 from refbench.options import Option
 from refbench.registry import FORMATS
@@ -24,9 +32,18 @@ if TYPE_CHECKING:  # pragma: no cover
 class SubmissionFormat(ABC):
     """Reads and writes one benchmark family's official prediction files."""
 
-    #: when True, ids missing from the predictions are scored (as the official script does)
-    #: and counted in the result; when False they are an error
-    allow_missing: ClassVar[bool] = False
+    #: what an id of the references without a prediction means: "score" -- scored as the
+    #: official tool scores it (and reported); "refuse" -- the official tool refuses an
+    #: incomplete file, so refbench does too
+    missing: ClassVar[Literal["score", "refuse"]] = "score"
+    #: how a missing prediction is scored, for the warning line (e.g. "scored 0")
+    missing_scored_as: ClassVar[str] = "scored as the official tool scores a missing prediction"
+    #: what a prediction id outside the references means: "ignore" -- ignored, as the
+    #: official tools ignore it; "score" -- scored against `extra_reference(id)`, for a tool
+    #: that scores such predictions (and reported either way)
+    extra: ClassVar[Literal["ignore", "score"]] = "ignore"
+    #: how an extra prediction is treated, for the warning line
+    extra_scored_as: ClassVar[str] = "ignored, as the official tools ignore them"
     #: when True, there is no single prepared split to score against: `--references` is needed
     references_required: ClassVar[bool] = False
     #: when True, predictions are a folder (e.g. one file per task or frame); uploads to
@@ -44,6 +61,11 @@ class SubmissionFormat(ABC):
              options: Mapping[str, Any] | None = None) -> dict[Any, Any]:
         """Parse a prediction file into `{id: prediction}`; `options` carries format-specific
         companions of the prediction file (e.g. SQuAD v2.0's `na_prob_file`)."""
+
+    def extra_reference(self, key: Any) -> Any:
+        """The reference an extra prediction id is scored against when `extra == "score"`
+        (e.g. a frame without ground truth); formats that ignore extras never call it."""
+        raise NotImplementedError(f"{type(self).__name__} does not score extra ids")
 
     def companions(self, path: Path, spec: "BenchmarkSpec") -> dict[str, Any]:
         """Read options for the companion files `write` put beside `path` (none by default),

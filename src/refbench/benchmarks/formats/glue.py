@@ -250,9 +250,11 @@ def dataset_references(dataset: "hf_datasets.Dataset", task: str) -> dict[int, i
 
 @FORMATS.register("glue_tsv")
 class GlueTsvFormat(SubmissionFormat):
-    """One GLUE server file (`index<TAB>prediction`) for the task of the spec."""
+    """One GLUE server file (`index<TAB>prediction`) for the task of the spec. The GLUE
+    server refuses a file that lacks examples, so a missing index is an error here too."""
 
-    allow_missing = False
+    missing = "refuse"
+    extra_scored_as = "ignored"
 
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
         write_server_file(Path(path), predictions, spec_task(spec))
@@ -281,11 +283,13 @@ class GlueDirFormat(SubmissionFormat):
 
     Maps are `{(task, index): (task, value)}`. References come from a GLUE root folder
     (`CoLA/dev.tsv`, `MNLI/dev_matched.tsv`, ...): every task whose labelled file for the
-    spec's split is there is included, so the predictions must cover exactly the tasks
-    found in the references (the scorer reports a missing one by its first id).
+    spec's split is there is included, so the predictions must cover every task found in
+    the references (the scorer refuses a missing one, naming its first ids: the GLUE
+    server refuses incomplete files); a file of a task the references lack is ignored.
     """
 
-    allow_missing = False
+    missing = "refuse"
+    extra_scored_as = "ignored"
     references_required = True
     is_folder = True
 

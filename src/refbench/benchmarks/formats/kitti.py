@@ -4,7 +4,8 @@ Each line is one object: `name truncated occluded alpha left top right bottom h 
 rotation_y` (15 columns, the label_2 files) plus `score` for predictions (16 columns), as
 the KITTI server and the devkit read them. Maps are `{id: KittiObjects}` (one frame's
 objects). An id of the references without a prediction file is a frame with no
-detections, as the devkit scores it (`allow_missing`); the result counts them.
+detections, as the devkit scores it, and a prediction file of a frame outside the
+references is ignored, as the devkit ignores it; the scorer reports both.
 
 References are a label_2 folder, or a KITTI root (`training/label_2` restricted to
 `ImageSets/<split>.txt`), or the prepared dataset split (the agreed row features `id`,
@@ -262,7 +263,9 @@ def dataset_references(dataset: "hf_datasets.Dataset") -> dict[str, KittiObjects
 class KittiLabelDirFormat(SubmissionFormat):
     """A folder of `<id>.txt` files: label_2 columns plus a score (see module doc)."""
 
-    allow_missing = True
+    missing = "score"
+    missing_scored_as = "scored as frames without detections, as the devkit does"
+    extra_scored_as = "ignored, as the devkit ignores them"
     is_folder = True
 
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:

@@ -14,8 +14,9 @@ an na_prob. Like the scripts, na-prob entries for questions without a prediction
 ignored. Maps are `{qid: {"text", "na_prob", "order"}}`: `order` is the question's
 position in the na-prob file (else in the prediction file), the order in which the v2.0
 script breaks na_prob ties. References are `{qid: [gold answer texts]}` (`[]` when
-unanswerable); missing predictions are scored as 0 (`allow_missing`), see
-`refbench.evaluation.squad`.
+unanswerable); a question without a prediction scores 0, as in the scripts (see
+`refbench.evaluation.squad`), and a predicted id outside the references is ignored, as the
+scripts ignore it; the scorer reports both.
 """
 
 from __future__ import annotations
@@ -241,7 +242,9 @@ def dataset_references(dataset: "hf_datasets.Dataset") -> dict[str, list[str]]:
 class SquadJsonFormat(SubmissionFormat):
     """The official SQuAD prediction file `{question_id: answer_text}` (+ na-prob file)."""
 
-    allow_missing = True
+    missing = "score"
+    missing_scored_as = "scored 0, as the official scripts do"
+    extra_scored_as = "ignored, as the official scripts ignore them"
     read_options = (Option("na_prob_file", "path",
                            "SQuAD v2.0 only: JSON {question_id: no-answer probability} of the "
                            "predictions (evaluate-v2.0.py's --na-prob-file)."),)

@@ -7,7 +7,10 @@ with the columns `context_name`, `timestamp` (frame timestamp, int64 micros),
 `center_x`, `center_y`, `center_z`, `length`, `width`, `height`, `heading` (vehicle frame,
 metres / radians), `type` (1 vehicle, 2 pedestrian, 3 sign, 4 cyclist, or the names
 `VEHICLE` / `TYPE_VEHICLE` ...) and `score` in [0, 1]. A frame without detections simply
-has no row (it is scored with its ground truth as misses, as the official tool does).
+has no row (it is scored with its ground truth as misses, as the official tool does). The
+boxes of a frame outside the references are false positives, as in the official tool
+(`compute_detection_metrics_main` scores the union of predicted and ground-truth frames);
+the scorer reports both kinds of frame.
 
 References are the prepared split's rows, or an official v2 folder: the `lidar_box`
 component (`num_lidar_points_in_box` and `difficulty_level.detection` give the levels)
@@ -245,7 +248,17 @@ def dataset_references(dataset: "hf_datasets.Dataset") -> dict[tuple[str, int], 
 class WaymoBoxesFormat(SubmissionFormat):
     """One row per predicted box (Parquet or JSON lines); see the module doc."""
 
-    allow_missing = True
+    missing = "score"
+    missing_scored_as = "scored as frames without detections, as the official tool does"
+    extra = "score"
+    extra_scored_as = ("scored as frames without ground truth (their boxes are false "
+                       "positives), as the official tool does")
+
+    def extra_reference(self, key: Any) -> BoxFrame:
+        """A predicted frame outside the references: a frame without ground truth."""
+        context, stamp = key
+        return BoxFrame(context, int(stamp), num_points=np.zeros(0, np.int64),
+                        difficulty=np.zeros(0, np.int64))
 
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
         write_box_file(Path(path), predictions)
