@@ -155,6 +155,8 @@ def train(baseline: str = typer.Argument(..., help="Baseline name, e.g. bert."),
     summary = runner.train(config, resume=resume)
     if summary.result is None:  # not rank 0
         return
+    for warning in summary.result.warnings:
+        typer.echo(f"refbench: warning: {warning}", err=True)
     if as_json:
         _emit({"run_dir": str(summary.run_dir), "steps": summary.steps,
                "result": summary.result.to_json()})

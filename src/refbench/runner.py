@@ -168,6 +168,7 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
         if not dist.is_main:
             dist.barrier()  # rank 0 builds the tokenizer first
         model = baseline_cls.create(config.model, spec, train_rows, run_dir, config.init_from)
+        model.bind_splits(lambda name: _rows_all(spec, name, config))
         if dist.is_main:
             dist.barrier()
         features = model.encode(train_rows)
@@ -248,6 +249,7 @@ def predict(run_dir: Path, split: str, output: Path, which: str = "best",
         config.data.cache_dir = cache_dir
     spec = get_spec(config.benchmark)
     model = BASELINES.get(config.baseline).restore(config.model, spec, Path(run_dir))
+    model.bind_splits(lambda name: _rows_all(spec, name, config))
     load_model_weights(model, find_checkpoint(Path(run_dir), which))  # type: ignore[arg-type]
     rows = _rows_all(spec, split, config)
     preds = predict_rows(model, rows, config.trainer.eval_batch_size)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -75,6 +75,11 @@ class Baseline(nn.Module):
     def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
                 run_dir: Path) -> "Baseline":
         raise NotImplementedError
+
+    def bind_splits(self, load_split: Callable[[str], "hf_datasets.Dataset"]) -> None:
+        """Called by the runner after `create` / `restore` with a loader of the benchmark's
+        prepared splits (same cache and config as the run): a model whose predictions need
+        more than the scored rows (a retrieval gallery) keeps it; the default ignores it."""
 
     def encode(self, rows: "hf_datasets.Dataset") -> Sequence[Mapping[str, Any]]:
         """Dataset rows -> a sequence of feature dicts (done once, before training)."""
