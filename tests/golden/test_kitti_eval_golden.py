@@ -366,3 +366,22 @@ def test_dense_random_scenes():
                               CLASSES, overlap)
         assert_same(fast, slow)
         assert any(0 < v < 100 for v in fast.values())
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_dense_scenes_with_many_duplicates(seed):
+    """Every detection duplicated a few times with tied scores: large connected components
+    of candidates, where the counts change at many score levels inside one component."""
+    gts, dts = dense_scenes(25, seed=seed)
+    rng = np.random.default_rng(seed)
+    for d in dts:
+        src = np.repeat(np.arange(len(d["name"])), rng.integers(1, 4, len(d["name"])))
+        for key, value in d.items():
+            d[key] = np.asarray(value)[src]
+        d["bbox"] = d["bbox"] + rng.normal(0, 1.0, d["bbox"].shape)
+        d["score"] = rng.integers(1, 4, len(src)) / 4.0
+    for overlap in ("strict", "loose"):
+        fast = kitti_eval(gts, dts, CLASSES, overlap)
+        slow = reference_eval([as_lists(f) for f in gts], [as_lists(d) for d in dts],
+                              CLASSES, overlap)
+        assert_same(fast, slow)

@@ -143,3 +143,19 @@ def test_check_of_the_sample_folder_points_at_v2_and_explains_v1(waymo: Path):
     for path in sorted((waymo / "v1" / "validation").glob("*.tfrecord")):
         context, stamp = V1.frame_header(next(V1.iter_records(path))[1])
         assert context and stamp > 0
+
+
+def test_label_set_hash_of_the_real_labels_is_pinned(waymo: Path):
+    """The result's label-set hash is taken over each frame's repr: the faster repr must
+    give the hash the dataclass repr gave (value from refbench before the change)."""
+    from refbench.benchmarks.formats.waymo import read_objects_references
+    from refbench.benchmarks.scoring import label_set_sha256
+
+    refs = read_objects_references(waymo / "v1" / "validation" / "gt.bin")
+    frame = next(iter(refs.values()))
+    assert repr(frame) == (
+        f"BoxFrame(context_name={frame.context_name!r}, timestamp={frame.timestamp!r}, "
+        f"boxes={frame.boxes!r}, types={frame.types!r}, scores=None, "
+        f"num_points={frame.num_points!r}, difficulty={frame.difficulty!r})")
+    assert label_set_sha256(refs) == \
+        "b5afe3a7e55dd974238fc8d7dbe4cc6728d44ebd0601ff0f751b6c4b959125bd"

@@ -15,7 +15,9 @@ from refbench.benchmarks.formats.kitti import (KittiLabelDirFormat, KittiObjects
 from refbench.errors import RefbenchError
 from refbench.evaluation.kitti import (KittiAP, ap_r11, ap_r40, get_thresholds, interpolated,
                                        kitti_eval)
-from refbench.evaluation.kitti_iou import bev_corners, bev_iou, image_iou, iou_3d
+from refbench.evaluation.kitti_iou import (bev_corners, bev_iou, candidate_pair_overlaps,
+                                          image_iou, iou_3d, pair_bev_3d_iou,
+                                          pair_image_overlap, same_frame_pairs)
 
 
 # -- overlaps --------------------------------------------------------------------------------
@@ -90,6 +92,48 @@ def test_iou_3d_height_is_bottom_up_with_y_down() -> None:
     assert iou_3d(a, inside)[0, 0] == pytest.approx(0.2)
     assert iou_3d(a, above)[0, 0] == 0.0
     assert iou_3d(a, half)[0, 0] == pytest.approx(0.5 / 1.5)
+
+
+@pytest.mark.parametrize("floors", [(0.5, 0.5, 0.5), (0.5, 0.25, 0.25), (0.7, 0.7, 0.0)])
+def test_candidate_pairs_keep_every_overlap_above_its_floor(floors) -> None:
+    """The screened pairs hold exactly the brute-force overlaps that pass a floor: crowded
+    frames, identical and turned boxes, zero and negative sizes."""
+    rng = np.random.default_rng(7)
+    sides = []
+    for n in (300, 700):
+        frame = np.sort(rng.integers(0, 40, n))
+        left, top = rng.uniform(0, 300, n), rng.uniform(0, 100, n)
+        bbox = np.column_stack([left, top, left + rng.uniform(5, 80, n),
+                                top + rng.uniform(5, 60, n)])
+        loc = np.column_stack([rng.uniform(-5, 5, n), rng.normal(1.6, 0.3, n),
+                               rng.uniform(5, 15, n)])
+        dims = rng.uniform(0.5, 4.0, (n, 3))
+        ry = rng.uniform(-np.pi, np.pi, n)
+        sides.append([frame, rng.random(n) < 0.9, bbox, loc, dims, ry])
+    (fa, _, ba, la, da, ra), (fb, _, bb, lb, db, rb) = sides
+    same = np.flatnonzero(fb < 40)[:200]        # copies of boxes of the same frame
+    src = np.searchsorted(fa, fb[same])
+    ok = fa[np.minimum(src, len(fa) - 1)] == fb[same]
+    same, src = same[ok], src[ok]
+    bb[same], lb[same], db[same], rb[same] = ba[src], la[src], da[src], ra[src]
+    rb[same[::3]] += np.pi / 2                  # turned copies
+    db[same[::7], 1] = 0.0                      # degenerate and negative sizes
+    db[same[::11], 0] = -1.0
+    g, d, ovs = candidate_pair_overlaps(tuple(sides[0]), tuple(sides[1]), floors, chunk=500)
+    ag, ad = same_frame_pairs(fa, sides[0][1], fb, sides[1][1])
+    full_2d = pair_image_overlap(ba[ag], bb[ad])
+    full_bev, full_3d = pair_bev_3d_iou(np.column_stack([la[ag], da[ag], ra[ag]]),
+                                        np.column_stack([lb[ad], db[ad], rb[ad]]))
+    full = (full_2d, full_bev, full_3d)
+    wanted = np.logical_or.reduce([ov > f for ov, f in zip(full, floors)])
+    assert sorted(zip(g.tolist(), d.tolist())) == sorted(zip(ag[wanted].tolist(),
+                                                             ad[wanted].tolist()))
+    order = np.lexsort((d, g))
+    expect = np.lexsort((ad[wanted], ag[wanted]))
+    for got, ov, floor in zip(ovs, full, floors):
+        above = ov[wanted][expect] > floor
+        assert np.array_equal(got[order][above], ov[wanted][expect][above])
+        assert np.all((got[order] == ov[wanted][expect]) | (ov[wanted][expect] <= floor))
 
 
 # -- AP on hand-made scenes ----------------------------------------------------------------------
@@ -201,6 +245,30 @@ def test_get_thresholds_samples_recall() -> None:
     scores = np.linspace(1, 0.01, 100)
     thr = get_thresholds(scores, 100)
     assert len(thr) == 41 and thr[0] == 1.0 and thr[-1] == pytest.approx(0.01)
+
+
+def port_thresholds(scores: list[float], num_gt: int, num_sample_pts: int = 41) -> list[float]:
+    """The port's `get_thresholds`, loop for loop."""
+    scores = sorted(scores, reverse=True)
+    current, out = 0.0, []
+    for i, score in enumerate(scores):
+        l_recall = (i + 1) / num_gt
+        r_recall = (i + 2) / num_gt if i < len(scores) - 1 else l_recall
+        if (r_recall - current) < (current - l_recall) and i < len(scores) - 1:
+            continue
+        out.append(score)
+        current += 1 / (num_sample_pts - 1.0)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_get_thresholds_equals_the_ports_loop(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n = int(rng.integers(0, 400))
+        scores = np.round(rng.uniform(0, 1, n), int(rng.integers(1, 4)))  # with ties
+        num_gt = n + int(rng.integers(1 if n == 0 else 0, 50))
+        assert get_thresholds(scores, num_gt).tolist() == port_thresholds(list(scores), num_gt)
 
 
 def test_streaming_merge_equals_one_shot() -> None:

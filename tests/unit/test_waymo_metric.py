@@ -9,11 +9,17 @@ import pytest
 
 from refbench.errors import RefbenchError
 from refbench.evaluation.waymo import (
+    BoxFrame,
+    FrameBoxes,
     Waymo3DMetric,
+    assign_max,
+    fast_array_repr,
+    frame_measurements,
     hungarian_match,
     iou_3d,
     iou_matrix,
     mean_average_precision,
+    measure_frames,
 )
 
 VEH, PED, CYCLIST_ = 1, 2, 4
@@ -194,3 +200,145 @@ def test_streaming_merge_equals_one_shot():
     with pytest.raises(RefbenchError, match="added twice"):
         a.merge(b)
 
+
+
+# -- the fast paths keep every number ------------------------------------------------------
+def _busy_frames(seed: int, n_frames: int = 12):
+    """Crowded random frames: duplicates, turned copies, shared scores (many components)."""
+    rng = np.random.default_rng(seed)
+    preds, refs = [], []
+    for i in range(n_frames):
+        n = int(rng.integers(0, 25))
+        types = rng.choice([0, 1, 2, 4], n, p=[0.05, 0.35, 0.4, 0.2])
+        size = np.where(types[:, None] == 1, [4.5, 2.0, 1.6], [0.9, 0.9, 1.8])
+        boxes = np.column_stack([rng.uniform(-8, 8, (n, 2)) + rng.choice([0, 35, 60], (n, 1)),
+                                 np.zeros(n), size, rng.choice([0.0, 0.5, np.pi / 2], n)])
+        twin = np.nonzero(rng.random(n) < 0.3)[0]  # boxes with a near twin: shared matches
+        if n:
+            src = rng.integers(0, n, len(twin))
+            boxes[twin], types[twin] = boxes[src] + [0.1, 0, 0, 0, 0, 0, 0], types[src]
+        refs.append(gt(boxes, types, points=rng.integers(0, 12, n),
+                       difficulty=rng.choice([0, 1, 2], n), context_name="s", timestamp=i))
+        src = rng.integers(0, max(n, 1), int(rng.integers(0, 30))) if n else np.zeros(0, int)
+        noise = rng.normal(0, 0.1, (len(src), 7)) * rng.choice([0, 1], (len(src), 1))
+        noise[:, 3:6] = 0
+        noise[:, 6] += rng.choice([0, np.pi, np.pi / 2], len(src))
+        preds.append(pd(boxes[src] + noise, types[src],
+                        rng.choice([0.3, 0.5, 0.505, 1.0, 0.0], len(src))))
+    return preds, refs
+
+
+def test_chunks_and_frames_sum_to_the_same_counts():
+    preds, refs = _busy_frames(1)
+    p, g = FrameBoxes.gather(preds, False), FrameBoxes.gather(refs, True)
+    whole = measure_frames(p, g)
+    assert whole[..., 0].sum() > 0 and whole[..., 3].sum() > 0
+    per_frame = sum(frame_measurements(a, b) for a, b in zip(preds, refs))
+    for other in (measure_frames(p, g, chunk_pairs=1), measure_frames(p, g, chunk_pairs=37),
+                  per_frame):  # a frame a chunk, a few frames a chunk, frame by frame
+        assert np.array_equal(whole[..., :3], other[..., :3])  # the counts, exactly
+        assert np.allclose(whole[..., 3], other[..., 3], rtol=0, atol=1e-9)  # summed HA
+
+
+def test_equal_weights_go_to_the_earlier_prediction_and_box():
+    # two predictions covering the box exactly (IoU 1), headings 0 and pi/2: the op
+    # matches the earlier one, whatever the scores (probed), so APH follows the order
+    square = [5.0, 5.0, 1.0, 0.8, 0.8, 1.8, 0.0]
+    turned = square[:6] + [math.pi / 2]
+    for first, second, aph in ((square, turned, 1.0), (turned, square, 0.5)):
+        for scores in ([0.9, 0.9], [0.9, 0.8], [0.8, 0.9]):
+            m = frame_measurements(pd([first, second], [PED, PED], scores), gt([square], [PED]))
+            assert m[1, 0, 0].tolist() == [1, 1, 0, pytest.approx(aph)]
+    # one prediction, two identical boxes: the earlier box is matched
+    m = frame_measurements(pd([square], [PED], [0.9]), gt([square, turned], [PED, PED]))
+    assert m[1, 0, 0].tolist() == [1, 0, 1, pytest.approx(1.0)]
+    m = frame_measurements(pd([square], [PED], [0.9]), gt([turned, square], [PED, PED]))
+    assert m[1, 0, 0].tolist() == [1, 0, 1, pytest.approx(0.5)]
+
+
+def test_assign_max_is_scipys_assignment_ties_included():
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        rows, cols = rng.integers(1, 6, 2)
+        weights = rng.integers(0, 3, (rows, cols)) * 500_000.0  # many equal weights
+        r, c = linear_sum_assignment(weights, maximize=True)
+        assert assign_max(weights.tolist()) == list(zip(r.tolist(), c.tolist()))
+
+
+def test_frame_repr_is_the_dataclass_repr():
+    # the label-set hash of a result is taken over it: it must not change by a character
+    rng = np.random.default_rng(3)
+    for rows in (1, 3, 40, 142, 143):
+        boxes = rng.uniform(-80, 80, (rows, 7)).astype(np.float32).astype(np.float64)
+        for case in (boxes, np.round(boxes, 2), np.abs(boxes) + 0.5,
+                     np.where(boxes > 70, 1e-5, boxes)):
+            frame = BoxFrame("seg", 1_000_000 + rows, boxes=case,
+                             types=rng.integers(1, 5, rows).astype(np.int32),
+                             num_points=rng.integers(0, 3000, rows).astype(np.int32),
+                             difficulty=np.zeros(rows, np.int64))
+            expected = (f"BoxFrame(context_name={frame.context_name!r}, "
+                        f"timestamp={frame.timestamp!r}, boxes={case!r}, "
+                        f"types={frame.types!r}, scores=None, "
+                        f"num_points={frame.num_points!r}, difficulty={frame.difficulty!r})")
+            assert repr(frame) == expected
+    empty = BoxFrame("seg", 1, num_points=np.zeros(0), difficulty=np.zeros(0))
+    assert repr(empty) == ("BoxFrame(context_name='seg', timestamp=1, boxes="
+                           f"{np.zeros((0, 7))!r}, types={np.zeros(0, np.int64)!r}, "
+                           "scores=None, num_points=array([], dtype=float64), "
+                           "difficulty=array([], dtype=float64))")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_array_repr_is_numpys(seed: int):
+    rng = np.random.default_rng(seed)
+    cases = [rng.uniform(-1e3, 1e3, (20, 7)), rng.uniform(0, 9, 15),
+             rng.integers(-2000, 2000, (9, 7)) / 512.0, np.array([[1.0, 2.0], [3.0, 4.5]]),
+             np.array([0.0, -0.0, 1e-7, 3.0]), np.array([1e8, 2.5, -7.0]), np.array([1e-120]),
+             np.array([np.nan, 1.0]), rng.integers(-5, 70000, 300).astype(np.int16),
+             rng.integers(0, 9, 40).astype(np.uint8), np.arange(1001.0),
+             rng.uniform(0, 1, 10).astype(np.float32), np.zeros((0, 7))]
+    for case in cases:
+        assert fast_array_repr(case) == repr(case)
+    with np.printoptions(precision=3, linewidth=40):
+        assert fast_array_repr(cases[0]) == repr(cases[0])
+
+
+def test_prediction_files_are_read_column_wise_with_the_row_checks(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from refbench.benchmarks.formats.waymo import COLUMNS, read_box_file
+
+    rows = [("b", 20, 1, 0.9), ("a", 10, 2, 0.5), ("b", 20, 4, 0.25), ("b", 10, 3, 0.0),
+            ("a", 10, 1, 1.0)]  # interleaved frames
+    records = [dict(zip(COLUMNS, (ctx, stamp, float(i), 2.0, 1.0, 4.0, 2.0, 1.5, 0.1 * i,
+                                  kind, score)))
+               for i, (ctx, stamp, kind, score) in enumerate(rows)]
+    text = "\n".join(json.dumps(r) for r in records)
+    (tmp_path / "p.jsonl").write_text(text + "\n\n")
+    strings = [dict(r, type=["VEHICLE", "pedestrian", "TYPE_SIGN", "Cyclist"][r["type"] - 1])
+               for r in records]
+    pq.write_table(pa.Table.from_pylist(strings), tmp_path / "p.parquet")
+    for name in ("p.jsonl", "p.parquet"):
+        frames = read_box_file(tmp_path / name)
+        assert list(frames) == [("b", 20), ("a", 10), ("b", 10)]  # order of first appearance
+        b20 = frames[("b", 20)]
+        assert b20.boxes[:, 0].tolist() == [0.0, 2.0] and b20.types.tolist() == [1, 4]
+        assert frames[("a", 10)].types.tolist() == [2, 1]
+        assert b20.boxes.dtype == np.float64 and b20.types.dtype == np.int64
+        assert b20.scores.dtype == np.float32
+        assert np.array_equal(b20.scores, np.float32([0.9, 0.25]))
+    # a bad row is named exactly as the row-by-row reader names it
+    records[2]["score"] = 1.5
+    (tmp_path / "bad.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    with pytest.raises(RefbenchError) as err:
+        read_box_file(tmp_path / "bad.jsonl")
+    assert str(err.value) == f"{tmp_path / 'bad.jsonl'}:3 [score]: row 3: score must be in " \
+                             f"[0, 1], got 1.5"
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "bad.parquet")
+    with pytest.raises(RefbenchError, match=r"\[score\]: row 3: score must be in \[0, 1\]"):
+        read_box_file(tmp_path / "bad.parquet")

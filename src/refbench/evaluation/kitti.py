@@ -35,20 +35,27 @@ The numbers follow the Python port of the devkit that papers report
 Speed: the official loops run per frame and per threshold. Here frames only meet
 through their candidate pairs (overlap > threshold), so the pairs are grouped into
 connected components, components of one shape are stacked, and the same greedy rules run
-vectorised over components and thresholds. The ground-truth order inside a frame and
-the detection order are kept, so ties resolve as in the official loops.
+vectorised over components. A component's counts change only where the score threshold
+passes one of its own detections, so the second pass runs once per such level (one more
+than its detections) instead of once per threshold, and the per-threshold sums are
+cumulative sums of the changes. The ground-truth order inside a frame and the detection
+order are kept, so ties resolve as in the official loops. Frames are validated and
+concatenated in bulk; a frame the bulk checks cannot vouch for goes through the
+per-frame checks, which name it in their error. All of it is numpy: on KITTI val (3,769
+frames) the strict evaluation takes about 0.35 s of CPU, less than importing numba.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
 from refbench.errors import RefbenchError
 from refbench.evaluation.base import Metric
-from refbench.evaluation.kitti_iou import (pair_bev_3d_iou, pair_image_overlap,
+from refbench.evaluation.kitti_iou import (candidate_pair_overlaps, pair_image_overlap,
                                           same_frame_pairs)
 from refbench.registry import METRICS
 
@@ -72,6 +79,11 @@ NO_DETECTION = -10000000.0
 FIELDS = ("name", "truncated", "occluded", "alpha", "bbox", "dimensions", "location",
           "rotation_y")
 _WIDTH = {"bbox": 4, "dimensions": 3, "location": 3}
+#: class code of an object: its index in CLASSES (names compared lower-cased), DONTCARE
+#: for a region named exactly "DontCare", OTHER for any other name
+DONTCARE, OTHER = -2, -1
+_CODE = {c.lower(): i for i, c in enumerate(CLASSES)}
+_NEIGHBOUR_CODE = {_CODE[c]: _CODE[n] for c, n in NEIGHBOUR.items()}
 
 
 # -- frames ------------------------------------------------------------------------------
@@ -79,9 +91,8 @@ _WIDTH = {"bbox": 4, "dimensions": 3, "location": 3}
 class Frames:
     """All objects of many frames, concatenated; `frame` says which frame each is from."""
 
-    frame: np.ndarray
-    name: np.ndarray        # lower-cased class names
-    raw_name: np.ndarray    # names as written (DontCare is matched case-sensitively)
+    frame: np.ndarray       # frame number of each object (non-decreasing)
+    cls: np.ndarray         # class code (index in CLASSES, DONTCARE or OTHER)
     truncated: np.ndarray
     occluded: np.ndarray
     alpha: np.ndarray
@@ -90,9 +101,17 @@ class Frames:
     location: np.ndarray    # (n, 3) x, y, z (bottom centre, camera frame)
     rotation_y: np.ndarray
     score: np.ndarray
+    n_frames: int = 0
 
     def __len__(self) -> int:
         return len(self.frame)
+
+
+def class_codes(names: Sequence[str]) -> np.ndarray:
+    """The class code of each name (see DONTCARE), looked up once per distinct name."""
+    table = {n: DONTCARE if n == "DontCare" else _CODE.get(n.lower(), OTHER)
+             for n in set(names)}
+    return np.fromiter(map(table.__getitem__, names), dtype=np.int64, count=len(names))
 
 
 def frame_arrays(frame: Mapping[str, Any] | None, with_score: bool,
@@ -133,74 +152,126 @@ def frame_arrays(frame: Mapping[str, Any] | None, with_score: bool,
     return out
 
 
-def stack_frames(frames: Sequence[dict[str, np.ndarray]]) -> Frames:
-    """Concatenate validated frames (`frame_arrays`) into one `Frames`."""
-    counts = np.array([len(f["name"]) for f in frames], dtype=np.int64)
-
-    def cat(key: str, width: int = 0) -> np.ndarray:
-        parts = [f[key] for f in frames]
+def bulk_arrays(frames: Sequence[Mapping[str, Any] | None],
+                with_score: bool) -> dict[str, Any] | None:
+    """Every frame's fields concatenated and checked at once, as `frame_arrays` would check
+    them frame by frame (`name` a list of str, `counts` the objects per frame); None when
+    some frame needs the per-frame checks (which then raise the error naming it)."""
+    keys = FIELDS[1:] + (("score",) if with_score else ())
+    names: list[Any] = []
+    counts: list[int] = []
+    columns: dict[str, list[Any]] = {k: [] for k in keys}
+    for frame in frames:
+        if frame is None:
+            counts.append(0)
+            continue
+        if hasattr(frame, "as_dict"):
+            frame = frame.as_dict()
+        if not isinstance(frame, Mapping):
+            return None
+        try:
+            frame_names = frame.get("name", [])
+            n = len(frame_names)
+        except TypeError:
+            return None
+        counts.append(n)
+        if n == 0:  # empty frames are few: the per-frame rules decide what they may hold
+            try:
+                frame_arrays(frame, with_score)
+            except RefbenchError:
+                return None
+            continue
+        names.append(frame_names)
+        for key in keys:
+            if key not in frame:
+                return None
+            columns[key].append(frame[key])
+    sizes = np.array(counts, dtype=np.int64)
+    out: dict[str, Any] = {"counts": sizes}
+    for key in keys:
+        width = _WIDTH.get(key, 0)
+        parts = columns[key]
         if not parts:
-            return np.zeros((0, width) if width else 0)
-        return np.concatenate(parts).reshape((-1, width) if width else -1)
-
-    raw = cat("name").astype(object) if frames else np.array([], dtype=object)
-    return Frames(
-        frame=np.repeat(np.arange(len(frames)), counts), raw_name=raw,
-        name=np.array([s.lower() for s in raw], dtype=object),
-        truncated=cat("truncated"), occluded=cat("occluded"), alpha=cat("alpha"),
-        bbox=cat("bbox", 4), dimensions=cat("dimensions", 3), location=cat("location", 3),
-        rotation_y=cat("rotation_y"), score=cat("score"))
-
-
-# -- overlaps ----------------------------------------------------------------------------
-@dataclass
-class Pairs:
-    """Sparse (gt, dt) pairs of the same frame with a positive overlap per metric."""
-
-    gt: np.ndarray
-    dt: np.ndarray
-    overlap: dict[str, np.ndarray]
-
-
-def compute_pairs(gt: Frames, dt: Frames, classes: Sequence[str]) -> Pairs:
-    """Overlaps of every same-frame pair that can matter for `classes` (bbox IoU, BEV IoU,
-    3D IoU), keeping pairs where any of them is positive."""
-    wanted = {c.lower() for c in classes}
-    wanted |= {NEIGHBOUR[c] for c in wanted if c in NEIGHBOUR}
-    gt_keep = np.isin(gt.name, list(wanted))
-    height = np.abs(dt.bbox[:, 3] - dt.bbox[:, 1])
-    dt_keep = np.isin(dt.name, list(wanted)) | (height < max(MIN_HEIGHT))
-    g, d = same_frame_pairs(gt.frame, gt_keep, dt.frame, dt_keep)
-    iou2d = pair_image_overlap(gt.bbox[g], dt.bbox[d])
-    bev, iou3 = pair_bev_3d_iou(
-        np.column_stack([gt.location[g], gt.dimensions[g], gt.rotation_y[g]]),
-        np.column_stack([dt.location[d], dt.dimensions[d], dt.rotation_y[d]]))
-    keep = (iou2d > 0) | (bev > 0) | (iou3 > 0)
-    return Pairs(g[keep], d[keep], {"bbox": iou2d[keep], "bev": bev[keep], "3d": iou3[keep]})
-
-
-def dontcare_max_overlap(gt: Frames, dt: Frames) -> np.ndarray:
-    """Per detection, its largest intersection-over-own-area with a DontCare box of its
-    frame (0 when there is none)."""
-    out = np.zeros(len(dt))
-    g, d = same_frame_pairs(gt.frame, gt.raw_name == "DontCare", dt.frame,
-                            np.ones(len(dt), bool))
-    if g.size:
-        np.maximum.at(out, d, pair_image_overlap(dt.bbox[d], gt.bbox[g], criterion=0))
+            out[key] = np.zeros((0, width) if width else 0)
+            continue
+        try:
+            lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+            arr = np.concatenate(parts)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if (arr.dtype.kind not in "biuf" or arr.ndim != (2 if width else 1)
+                or (width and arr.shape[1] != width)
+                or not np.array_equal(lengths, sizes[sizes > 0])):
+            return None
+        arr = arr.astype(np.float64, copy=False)
+        if not np.isfinite(arr).all():
+            return None
+        out[key] = arr
+    out["name"] = list(map(str, chain.from_iterable(names)))
+    if not with_score:
+        out["score"] = np.zeros(len(out["name"]))
     return out
+
+
+def checked_arrays(frames: Sequence[Mapping[str, Any] | None], with_score: bool,
+                   what: str = "frame", start: int = 0) -> dict[str, Any]:
+    """`bulk_arrays`, or, when it cannot vouch for every frame, `frame_arrays` frame by
+    frame (errors name `{what} {start + i}`)."""
+    out = bulk_arrays(frames, with_score)
+    if out is None:
+        out = join_arrays([frame_arrays(f, with_score, f"{what} {start + i}")
+                           for i, f in enumerate(frames)])
+    return out
+
+
+def join_arrays(frames: Sequence[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Validated frames (`frame_arrays`) in `bulk_arrays`' form."""
+    out: dict[str, Any] = {"counts": np.array([len(f["name"]) for f in frames], np.int64),
+                           "name": [s for f in frames for s in f["name"]]}
+    for key in FIELDS[1:] + ("score",):
+        width = _WIDTH.get(key, 0)
+        parts = [f[key] for f in frames]
+        out[key] = (np.concatenate(parts).reshape((-1, width) if width else -1) if parts
+                    else np.zeros((0, width) if width else 0))
+    return out
+
+
+def to_frames(arrays: Mapping[str, Any]) -> Frames:
+    """`Frames` of concatenated, validated arrays (`checked_arrays`)."""
+    counts = arrays["counts"]
+    return Frames(frame=np.repeat(np.arange(len(counts)), counts),
+                  cls=class_codes(arrays["name"]), n_frames=len(counts),
+                  **{k: arrays[k] for k in FIELDS[1:] + ("score",)})
+
+
+def stack_frames(frames: Sequence[Mapping[str, Any] | None], with_score: bool,
+                 what: str = "frame", start: int = 0) -> Frames:
+    """Validate and concatenate frames into one `Frames` (errors name `{what} {i}`)."""
+    return to_frames(checked_arrays(frames, with_score, what, start))
+
+
+def concat_frames(parts: Sequence[Frames]) -> Frames:
+    """`Frames` of several batches of frames, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [p.n_frames for p in parts])
+    return Frames(frame=np.concatenate([p.frame + o for p, o in zip(parts, offsets)]),
+                  n_frames=int(offsets[-1]),
+                  **{k: np.concatenate([getattr(p, k) for p in parts])
+                     for k in ("cls",) + FIELDS[1:] + ("score",)})
 
 
 # -- clean_data --------------------------------------------------------------------------
 def gt_ignore_flags(gt: Frames, cls: str, difficulty: int) -> np.ndarray:
     """`clean_data`'s ground-truth side: 0 (a valid box, counted), 1 (ignored: neighbour
     class or too hard for the difficulty) or -1 (another class)."""
-    cls = cls.lower()
+    code = _CODE[cls.lower()]
     height = gt.bbox[:, 3] - gt.bbox[:, 1]
     hard = ((gt.occluded > MAX_OCCLUSION[difficulty])
             | (gt.truncated > MAX_TRUNCATION[difficulty])
             | (height <= MIN_HEIGHT[difficulty]))
-    same = gt.name == cls
-    neighbour = (gt.name == NEIGHBOUR[cls]) if cls in NEIGHBOUR else np.zeros(len(gt), bool)
+    same = gt.cls == code
+    neighbour = gt.cls == _NEIGHBOUR_CODE.get(code, OTHER - 10)
     return np.where(same & ~hard, 0, np.where(neighbour | (same & hard), 1, -1)).astype(np.int64)
 
 
@@ -208,30 +279,72 @@ def ignore_flags(gt: Frames, dt: Frames, cls: str,
                  difficulty: int) -> tuple[np.ndarray, np.ndarray]:
     """`clean_data`: per ground truth 0 (counts), 1 (ignored: neighbour class or too hard)
     or -1 (other class); per detection 0 (this class), 1 (lower than MIN_HEIGHT) or -1."""
-    cls = cls.lower()
     ign_gt = gt_ignore_flags(gt, cls, difficulty)
     dt_height = np.abs(dt.bbox[:, 3] - dt.bbox[:, 1])
     ign_dt = np.where(dt_height < MIN_HEIGHT[difficulty], 1,
-                      np.where(dt.name == cls, 0, -1))
-    return ign_gt.astype(np.int64), ign_dt.astype(np.int64)
+                      np.where(dt.cls == _CODE[cls.lower()], 0, -1))
+    return ign_gt, ign_dt.astype(np.int64)
+
+
+# -- overlaps ----------------------------------------------------------------------------
+@dataclass
+class Pairs:
+    """Sparse (gt, dt) pairs of the same frame whose overlap can make them a candidate;
+    an overlap at or below the smallest threshold of its metric may be stored as 0."""
+
+    gt: np.ndarray
+    dt: np.ndarray
+    overlap: dict[str, np.ndarray]
+
+
+def compute_pairs(gt: Frames, dt: Frames, classes: Sequence[str],
+                  overlap: str = "strict") -> Pairs:
+    """Overlaps (bbox IoU, BEV IoU, 3D IoU) of the same-frame pairs that can matter for
+    `classes`: ground truth of a class or its neighbour, detections of a class or lower
+    than the easy MIN_HEIGHT, and some overlap above the smallest threshold of `classes`
+    for its metric (`overlap` set)."""
+    codes = [_CODE[c.lower()] for c in check_classes(classes)]
+    floors = MIN_OVERLAPS[overlap][:, codes].min(axis=1)
+    wanted = codes + [_NEIGHBOUR_CODE[c] for c in codes if c in _NEIGHBOUR_CODE]
+    gt_keep = np.logical_or.reduce([gt.cls == c for c in wanted])
+    dt_keep = np.logical_or.reduce([dt.cls == c for c in codes] +
+                                   [np.abs(dt.bbox[:, 3] - dt.bbox[:, 1]) < max(MIN_HEIGHT)])
+    g, d, ovs = candidate_pair_overlaps(
+        (gt.frame, gt_keep, gt.bbox, gt.location, gt.dimensions, gt.rotation_y),
+        (dt.frame, dt_keep, dt.bbox, dt.location, dt.dimensions, dt.rotation_y),
+        tuple(float(f) for f in floors))
+    return Pairs(g, d, dict(zip(METRIC_NAMES, ovs)))
+
+
+def dontcare_max_overlap(gt: Frames, dt: Frames) -> np.ndarray:
+    """Per detection, its largest intersection-over-own-area with a DontCare box of its
+    frame (0 when there is none)."""
+    out = np.zeros(len(dt))
+    g, d = same_frame_pairs(gt.frame, gt.cls == DONTCARE, dt.frame, np.ones(len(dt), bool))
+    if g.size:
+        np.maximum.at(out, d, pair_image_overlap(dt.bbox[d], gt.bbox[g], criterion=0))
+    return out
 
 
 # -- thresholds and AP ---------------------------------------------------------------------
 def get_thresholds(scores: np.ndarray, num_gt: int,
                    num_sample_pts: int = N_SAMPLE_PTS) -> np.ndarray:
-    """The TP scores at which recall passes 0, 1/40, ..., 1 (the port's `get_thresholds`)."""
+    """The TP scores at which recall passes 0, 1/40, ..., 1 (the port's `get_thresholds`:
+    walking the scores from the top, a score is taken when the recall after it is no
+    nearer to the next sample point than the recall before it, and always the last)."""
     scores = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
-    current = 0.0
-    out: list[float] = []
     last = len(scores) - 1
-    for i, score in enumerate(scores):
-        l_recall = (i + 1) / num_gt
-        r_recall = (i + 2) / num_gt if i < last else l_recall
-        if (r_recall - current) < (current - l_recall) and i < last:
-            continue
-        out.append(float(score))
+    index = np.arange(max(last, 0))
+    l_recall, r_recall = (index + 1) / num_gt, (index + 2) / num_gt
+    current, start, out = 0.0, 0, []
+    while start <= last and len(out) < num_sample_pts:
+        skip = (r_recall[start:] - current) < (current - l_recall[start:])
+        stop = np.flatnonzero(~skip)
+        i = start + int(stop[0]) if stop.size else last
+        out.append(float(scores[i]))
         current += 1 / (num_sample_pts - 1.0)
-    return np.array(out[:num_sample_pts])
+        start = i + 1
+    return np.array(out)
 
 
 def interpolated(values: np.ndarray) -> np.ndarray:
@@ -252,18 +365,28 @@ def ap_r40(precision: np.ndarray) -> float:
 # -- matching ------------------------------------------------------------------------------
 def _components(g: np.ndarray, d: np.ndarray, n_gt: int,
                 n_dt: int) -> tuple[np.ndarray, np.ndarray]:
-    """Component label of each candidate pair's gt and dt (connected components)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = n_gt + n_dt
-    graph = coo_matrix((np.ones(len(g)), (g, d + n_gt)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return labels[:n_gt], labels[n_gt:]
+    """Component label of every gt and dt (connected components of the pairs, by label
+    propagation with pointer jumping; nodes outside every pair keep labels of their own)."""
+    label = np.arange(n_gt + n_dt)
+    u, v = g, d + n_gt
+    while True:
+        low = np.minimum(label[u], label[v])
+        new = label.copy()
+        np.minimum.at(new, u, low)
+        np.minimum.at(new, v, low)
+        while True:  # point every node at its label's label until nothing moves
+            jumped = new[new]
+            if np.array_equal(jumped, new):
+                break
+            new = jumped
+        if np.array_equal(new, label):
+            break
+        label = new
+    return label[:n_gt], label[n_gt:]
 
 
 @dataclass
-class _Bucket:
+class Bucket:
     """Components of one shape (n_gt, n_dt), stacked; indices sorted in file order."""
 
     gt: np.ndarray       # (C, ng) global gt indices
@@ -271,17 +394,38 @@ class _Bucket:
     overlap: np.ndarray  # (C, ng, nd) overlap, -1 where not a candidate
 
 
+@dataclass
+class CandidateGroups:
+    """The candidate components of one class and metric, bucketed by shape."""
+
+    buckets: list[Bucket]
+    in_gt: np.ndarray    # gt in some component
+    in_dt: np.ndarray    # dt in some component
+
+
+def _present(index: np.ndarray, size: int) -> np.ndarray:
+    """The distinct values of `index` (integers below `size`), ascending."""
+    mark = np.zeros(size, bool)
+    mark[index] = True
+    return np.flatnonzero(mark)
+
+
 def _buckets(g: np.ndarray, d: np.ndarray, ov: np.ndarray, n_gt: int,
-             n_dt: int) -> list[_Bucket]:
+             n_dt: int) -> list[Bucket]:
     if g.size == 0:
         return []
     lab_g, lab_d = _components(g, d, n_gt, n_dt)
     out = []
-    gs, ds = np.unique(g), np.unique(d)
-    cg, cd = lab_g[gs], lab_d[ds]
-    n_comp = int(max(cg.max(), cd.max())) + 1
+    gs, ds = _present(g, n_gt), _present(d, n_dt)
+    roots = _present(np.concatenate([lab_g[gs], lab_d[ds]]), n_gt + n_dt)
+    relabel = np.zeros(n_gt + n_dt, np.int64)
+    relabel[roots] = np.arange(len(roots))
+    cg, cd = relabel[lab_g[gs]], relabel[lab_d[ds]]
+    n_comp = len(roots)
+    comp_of_g = np.full(n_gt, -1)
+    comp_of_g[gs] = cg
     ng, nd = np.bincount(cg, minlength=n_comp), np.bincount(cd, minlength=n_comp)
-    og, od = np.lexsort((gs, cg)), np.lexsort((ds, cd))   # by component, then file order
+    og, od = np.argsort(cg, kind="stable"), np.argsort(cd, kind="stable")  # then file order
     gs, cg, ds, cd = gs[og], cg[og], ds[od], cd[od]
     pos_g = np.arange(len(gs)) - (np.cumsum(ng) - ng)[cg]
     pos_d = np.arange(len(ds)) - (np.cumsum(nd) - nd)[cd]
@@ -289,10 +433,10 @@ def _buckets(g: np.ndarray, d: np.ndarray, ov: np.ndarray, n_gt: int,
     where_g[gs] = pos_g
     where_d = np.full(n_dt, -1)
     where_d[ds] = pos_d
-    present = (ng > 0) & (nd > 0)
     shape = ng * (n_dt + 1) + nd
-    for key in np.unique(shape[present]):
-        comps = np.flatnonzero(present & (shape == key))
+    pair_comp = comp_of_g[g]
+    for key in sorted(set(shape.tolist())):
+        comps = np.flatnonzero(shape == key)
         slot = np.full(n_comp, -1)
         slot[comps] = np.arange(len(comps))
         sg, sd = int(ng[comps[0]]), int(nd[comps[0]])
@@ -303,16 +447,16 @@ def _buckets(g: np.ndarray, d: np.ndarray, ov: np.ndarray, n_gt: int,
         md = slot[cd] >= 0
         dt_idx[slot[cd[md]], pos_d[md]] = ds[md]
         overlap = np.full((len(comps), sg, sd), -1.0)
-        mp = slot[lab_g[g]] >= 0
-        overlap[slot[lab_g[g[mp]]], where_g[g[mp]], where_d[d[mp]]] = ov[mp]
-        out.append(_Bucket(gt_idx, dt_idx, overlap))
+        mp = slot[pair_comp] >= 0
+        overlap[slot[pair_comp[mp]], where_g[g[mp]], where_d[d[mp]]] = ov[mp]
+        out.append(Bucket(gt_idx, dt_idx, overlap))
     return out
 
 
-def _tp_scores(bucket: _Bucket, ign_gt: np.ndarray, ign_dt: np.ndarray, score: np.ndarray,
-               min_overlap: float) -> np.ndarray:
+def _tp_scores(bucket: Bucket, overlap: np.ndarray, ign_gt: np.ndarray,
+               ign_dt: np.ndarray, score: np.ndarray, min_overlap: float) -> np.ndarray:
     """First pass (compute_fp=False): the scores of the TP detections of these components."""
-    c, ng, nd = bucket.overlap.shape
+    c, ng, nd = overlap.shape
     rows = np.arange(c)
     s = score[bucket.dt]
     idt = ign_dt[bucket.dt]
@@ -322,7 +466,7 @@ def _tp_scores(bucket: _Bucket, ign_gt: np.ndarray, ign_dt: np.ndarray, score: n
         det = np.full(c, -1)
         best = np.full(c, NO_DETECTION)
         for j in range(nd):
-            take = (bucket.overlap[:, i, j] > min_overlap) & ~assigned[:, j] & (s[:, j] > best)
+            take = (overlap[:, i, j] > min_overlap) & ~assigned[:, j] & (s[:, j] > best)
             det = np.where(take, j, det)
             best = np.where(take, s[:, j], best)
         matched = det >= 0
@@ -333,26 +477,34 @@ def _tp_scores(bucket: _Bucket, ign_gt: np.ndarray, ign_dt: np.ndarray, score: n
     return np.concatenate(found) if found else np.zeros(0)
 
 
-def _counts(bucket: _Bucket, ign_gt: np.ndarray, ign_dt: np.ndarray, score: np.ndarray,
-            alphas: tuple[np.ndarray, np.ndarray] | None, dc_hit: np.ndarray, min_overlap: float,
-            thresholds: np.ndarray) -> np.ndarray:
-    """Second pass (compute_fp=True) at every threshold: (T, 4) tp, fp, fn, similarity."""
-    c, ng, nd = bucket.overlap.shape
-    t = len(thresholds)
+def _level_changes(bucket: Bucket, overlap: np.ndarray, ign_gt: np.ndarray,
+                   ign_dt: np.ndarray, score: np.ndarray,
+                   alphas: tuple[np.ndarray, np.ndarray] | None, dc_hit: np.ndarray,
+                   min_overlap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Second pass (compute_fp=True). With the detections of a component ranked by score,
+    a threshold leaves the top k eligible; the counts (tp, fp, fn, similarity) are run at
+    every k. Returns the counts at k = 0 summed over the components, and for k >= 1 the
+    k-th score with the change of the counts from k - 1 to k (ties telescope away)."""
+    c, ng, nd = overlap.shape
+    levels = nd + 1
     rows = np.arange(c)[:, None]
     s = score[bucket.dt]
     idt = ign_dt[bucket.dt]
-    eligible = s[:, None, :] >= thresholds[None, :, None]          # (C, T, nd)
-    assigned = np.zeros((c, t, nd), bool)
-    out = np.zeros((t, 4))
+    order = np.argsort(-s, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(nd), (c, nd)), axis=1)
+    eligible = rank[:, None, :] < np.arange(levels)[None, :, None]   # (C, K, nd)
+    assigned = np.zeros((c, levels, nd), bool)
+    out = np.zeros((c, levels, 4))
+    plain_dt = idt == 0
     for i in range(ng):
-        det = np.full((c, t), -1)
-        max_ov = np.zeros((c, t))
-        on_ignored = np.zeros((c, t), bool)
+        det = np.full((c, levels), -1)
+        max_ov = np.zeros((c, levels))
+        on_ignored = np.zeros((c, levels), bool)
         for j in range(nd):
-            ov = bucket.overlap[:, i, j][:, None]
+            ov = overlap[:, i, j][:, None]
             ok = (ov > min_overlap) & ~assigned[:, :, j] & eligible[:, :, j]
-            plain = (idt[:, j] == 0)[:, None]
+            plain = plain_dt[:, j][:, None]
             take_plain = ok & plain & ((ov > max_ov) | on_ignored)
             take_ignored = ok & ~plain & (det < 0)
             max_ov = np.where(take_plain, ov, max_ov)
@@ -361,60 +513,112 @@ def _counts(bucket: _Bucket, ign_gt: np.ndarray, ign_dt: np.ndarray, score: np.n
         matched = det >= 0
         dj = np.maximum(det, 0)
         counts = (ign_gt[bucket.gt[:, i]] == 0)[:, None]
-        out[:, 2] += np.sum(~matched & counts, axis=0)
+        out[:, :, 2] += ~matched & counts
         tp = matched & counts & (np.take_along_axis(idt, dj, axis=1) == 0)
-        out[:, 0] += np.sum(tp, axis=0)
+        out[:, :, 0] += tp
         if alphas is not None:  # orientation similarity of the TPs (AOS)
             delta = alphas[0][bucket.gt[:, i]][:, None] - alphas[1][bucket.dt[rows, dj]]
-            out[:, 3] += np.sum(np.where(tp, (1.0 + np.cos(delta)) / 2.0, 0.0), axis=0)
+            out[:, :, 3] += np.where(tp, (1.0 + np.cos(delta)) / 2.0, 0.0)
         r, k = np.nonzero(matched)
         assigned[r, k, dj[r, k]] = True
-    free = eligible & ~assigned & (idt == 0)[:, None, :] & ~dc_hit[bucket.dt][:, None, :]
-    out[:, 1] += free.sum(axis=(0, 2))
-    return out
+    free = eligible & ~assigned & (plain_dt & ~dc_hit[bucket.dt])[:, None, :]
+    out[:, :, 1] = free.sum(axis=2)
+    change = out[:, 1:] - out[:, :-1]
+    return (out[:, 0].sum(axis=0), np.take_along_axis(s, order, axis=1).ravel(),
+            change.reshape(-1, 4))
 
 
-def _count_at_or_above(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    ordered = np.sort(values)
-    return len(ordered) - np.searchsorted(ordered, thresholds, side="left")
+def class_groups(gt: Frames, dt: Frames, pairs: Pairs, cls: str, metric: str,
+                 min_overlap: float) -> CandidateGroups:
+    """The candidate components of `cls` and `metric` at the loosest difficulty (easy
+    ignores the most detections by height, so its candidates include those of moderate
+    and hard); a harder level masks the detections it does not consider."""
+    code = _CODE[cls.lower()]
+    ov = pairs.overlap[metric]
+    gt_codes = [code] + ([_NEIGHBOUR_CODE[code]] if code in _NEIGHBOUR_CODE else [])
+    dt_height = np.abs(dt.bbox[pairs.dt, 3] - dt.bbox[pairs.dt, 1])
+    gt_cls = gt.cls[pairs.gt]
+    cand = ((ov > min_overlap) & np.logical_or.reduce([gt_cls == c for c in gt_codes])
+            & ((dt.cls[pairs.dt] == code) | (dt_height < MIN_HEIGHT[0])))
+    g, d = pairs.gt[cand], pairs.dt[cand]
+    in_gt, in_dt = np.zeros(len(gt), bool), np.zeros(len(dt), bool)
+    in_gt[g] = True
+    in_dt[d] = True
+    return CandidateGroups(_buckets(g, d, ov[cand], len(gt), len(dt)), in_gt, in_dt)
 
 
-def evaluate_one(gt: Frames, dt: Frames, pairs: Pairs, dc_overlap: np.ndarray, cls: str,
-                 difficulty: int, metric: str,
+def evaluate_one(gt: Frames, dt: Frames, groups: CandidateGroups,
+                 flags: tuple[np.ndarray, np.ndarray], dc_overlap: np.ndarray, metric: str,
                  min_overlap: float) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolated precision and AOS (41 points each) of one class, difficulty, metric."""
-    ign_gt, ign_dt = ignore_flags(gt, dt, cls, difficulty)
+    """Interpolated precision and AOS (41 points each) of one class, difficulty, metric
+    (`flags`: `ignore_flags` of the class and difficulty)."""
+    ign_gt, ign_dt = flags
     num_valid = int(np.sum(ign_gt == 0))
     precision = np.zeros(N_SAMPLE_PTS)
     aos = np.zeros(N_SAMPLE_PTS)
     if num_valid == 0:
         return precision, aos
-    ov = pairs.overlap[metric]
-    cand = (ov > min_overlap) & (ign_gt[pairs.gt] != -1) & (ign_dt[pairs.dt] != -1)
-    g, d, o = pairs.gt[cand], pairs.dt[cand], ov[cand]
-    buckets = _buckets(g, d, o, len(gt), len(dt))
-    tp_scores = [_tp_scores(b, ign_gt, ign_dt, dt.score, min_overlap) for b in buckets]
+    overlaps = [np.where((ign_dt[b.dt] == -1)[:, None, :], -1.0, b.overlap)
+                for b in groups.buckets]
+    tp_scores = [_tp_scores(b, o, ign_gt, ign_dt, dt.score, min_overlap)
+                 for b, o in zip(groups.buckets, overlaps)]
     thresholds = get_thresholds(np.concatenate(tp_scores) if tp_scores else np.zeros(0),
                                 num_valid)
     if thresholds.size == 0:
         return precision, aos
     dc_hit = (dc_overlap > min_overlap) if metric == "bbox" else np.zeros(len(dt), bool)
     alphas = (gt.alpha, dt.alpha) if metric == "bbox" else None
-    stats = np.zeros((len(thresholds), 4))
-    for b in buckets:
-        stats += _counts(b, ign_gt, ign_dt, dt.score, alphas, dc_hit, min_overlap, thresholds)
-    in_pair_g = np.zeros(len(gt), bool)
-    in_pair_g[g] = True
-    in_pair_d = np.zeros(len(dt), bool)
-    in_pair_d[d] = True
-    stats[:, 2] += np.sum((ign_gt == 0) & ~in_pair_g)           # never matched: FN
-    lonely = (ign_dt == 0) & ~in_pair_d & ~dc_hit                 # never matched: FP
-    stats[:, 1] += _count_at_or_above(dt.score[lonely], thresholds)
-    denom = stats[:, 0] + stats[:, 1]
+    base = np.zeros(4)
+    base[2] = np.sum((ign_gt == 0) & ~groups.in_gt)               # never matched: FN
+    lonely = (ign_dt == 0) & ~groups.in_dt & ~dc_hit               # never matched: FP
+    at, changes = [dt.score[lonely]], [np.tile([0.0, 1.0, 0.0, 0.0], (int(lonely.sum()), 1))]
+    for b, o in zip(groups.buckets, overlaps):
+        level0, level_scores, level_changes = _level_changes(
+            b, o, ign_gt, ign_dt, dt.score, alphas, dc_hit, min_overlap)
+        base += level0
+        at.append(level_scores)
+        changes.append(level_changes)
+    # a change at score s counts at every threshold <= s: bin it at the first such
+    # threshold (thresholds descend), then sum the bins down the thresholds
     n = len(thresholds)
+    first = n - np.searchsorted(thresholds[::-1], np.concatenate(at), side="right")
+    deltas = np.concatenate(changes)
+    stats = base + np.column_stack([np.bincount(first, deltas[:, k], minlength=n + 1)[:n]
+                                    for k in range(4)]).cumsum(axis=0)
+    denom = stats[:, 0] + stats[:, 1]
     precision[:n] = np.divide(stats[:, 0], denom, out=np.zeros(n), where=denom > 0)
     aos[:n] = np.divide(stats[:, 3], denom, out=np.zeros(n), where=denom > 0)
     return interpolated(precision), interpolated(aos)
+
+
+def evaluate_frames(gt: Frames, dt: Frames, classes: Sequence[str],
+                    overlap: str = "strict") -> dict[str, float]:
+    """The `kitti_ap` values of stacked ground truth and detections (see `kitti_eval`)."""
+    if overlap not in MIN_OVERLAPS:
+        raise RefbenchError(f"overlap must be 'strict' or 'loose', got {overlap!r}",
+                            key="overlap")
+    classes = check_classes(classes)
+    pairs = compute_pairs(gt, dt, classes, overlap)
+    dc_overlap = dontcare_max_overlap(gt, dt)
+    result: dict[str, float] = {}
+    for cls in classes:
+        col = CLASSES.index(cls)
+        flags = [ignore_flags(gt, dt, cls, level) for level in range(len(DIFFICULTIES))]
+        for m, metric in enumerate(METRIC_NAMES):
+            min_overlap = float(MIN_OVERLAPS[overlap][m, col])
+            groups = class_groups(gt, dt, pairs, cls, metric, min_overlap)
+            for level, difficulty in enumerate(DIFFICULTIES):
+                prec, aos = evaluate_one(gt, dt, groups, flags[level], dc_overlap, metric,
+                                         min_overlap)
+                for kind, curve in ((metric, prec),) + ((("aos", aos),) if m == 0 else ()):
+                    result[f"{cls}/{kind}/{difficulty}/R11"] = ap_r11(curve)
+                    result[f"{cls}/{kind}/{difficulty}/R40"] = ap_r40(curve)
+    for kind in METRIC_NAMES + ("aos",):
+        for difficulty in DIFFICULTIES:
+            for r in ("R11", "R40"):
+                values = [result[f"{c}/{kind}/{difficulty}/{r}"] for c in classes]
+                result[f"mean/{kind}/{difficulty}/{r}"] = float(np.mean(values))
+    return result
 
 
 def kitti_eval(gt_frames: Sequence[Mapping[str, Any] | None],
@@ -428,29 +632,15 @@ def kitti_eval(gt_frames: Sequence[Mapping[str, Any] | None],
         raise RefbenchError(f"overlap must be 'strict' or 'loose', got {overlap!r}",
                             key="overlap")
     classes = check_classes(classes)
-    gt = stack_frames([frame_arrays(f, False, f"reference frame {i}")
-                       for i, f in enumerate(gt_frames)])
-    dt = stack_frames([frame_arrays(f, True, f"prediction frame {i}")
-                       for i, f in enumerate(dt_frames)])
-    pairs = compute_pairs(gt, dt, classes)
-    dc_overlap = dontcare_max_overlap(gt, dt)
-    result: dict[str, float] = {}
-    for cls in classes:
-        col = CLASSES.index(cls)
-        for m, metric in enumerate(METRIC_NAMES):
-            min_overlap = float(MIN_OVERLAPS[overlap][m, col])
-            for level, difficulty in enumerate(DIFFICULTIES):
-                prec, aos = evaluate_one(gt, dt, pairs, dc_overlap, cls, level, metric,
-                                         min_overlap)
-                for kind, curve in ((metric, prec),) + ((("aos", aos),) if m == 0 else ()):
-                    result[f"{cls}/{kind}/{difficulty}/R11"] = ap_r11(curve)
-                    result[f"{cls}/{kind}/{difficulty}/R40"] = ap_r40(curve)
-    for kind in METRIC_NAMES + ("aos",):
-        for difficulty in DIFFICULTIES:
-            for r in ("R11", "R40"):
-                values = [result[f"{c}/{kind}/{difficulty}/{r}"] for c in classes]
-                result[f"mean/{kind}/{difficulty}/{r}"] = float(np.mean(values))
-    return result
+    gt = stack_frames(gt_frames, False, "reference frame")
+    dt = stack_frames(dt_frames, True, "prediction frame")
+    return evaluate_frames(gt, dt, classes, overlap)
+
+
+def frames_valid_gt_counts(gt: Frames, classes: Sequence[str]) -> dict[str, int]:
+    """`valid_gt_counts` of stacked ground truth."""
+    return {f"{cls}/{name}/valid_gt": int(np.sum(gt_ignore_flags(gt, cls, level) == 0))
+            for cls in check_classes(classes) for level, name in enumerate(DIFFICULTIES)}
 
 
 def valid_gt_counts(gt_frames: Sequence[Mapping[str, Any] | None],
@@ -458,10 +648,7 @@ def valid_gt_counts(gt_frames: Sequence[Mapping[str, Any] | None],
     """`{"Car/moderate/valid_gt": n, ...}`: per class and difficulty, the ground-truth
     boxes the devkit counts (not ignored for that class and difficulty), i.e. the recall
     denominator of the AP."""
-    gt = stack_frames([frame_arrays(f, False, f"reference frame {i}")
-                       for i, f in enumerate(gt_frames)])
-    return {f"{cls}/{name}/valid_gt": int(np.sum(gt_ignore_flags(gt, cls, level) == 0))
-            for cls in check_classes(classes) for level, name in enumerate(DIFFICULTIES)}
+    return frames_valid_gt_counts(stack_frames(gt_frames, False, "reference frame"), classes)
 
 
 def perfect_ap(num_valid: int) -> tuple[float, float]:
@@ -548,17 +735,24 @@ class KittiAP(Metric):
         self.overlap = overlap
         super().__init__(classes=self.classes, overlap=overlap)
         self.keys = _keys(self.classes)  # type: ignore[misc]
-        self._gt: list[dict[str, np.ndarray]] = []
-        self._dt: list[dict[str, np.ndarray]] = []
+        self._gt: list[Frames] = []
+        self._dt: list[Frames] = []
+        self._stacked: tuple[Frames, Frames] | None = None
 
     def update(self, predictions: Sequence[Any], references: Sequence[Any]) -> None:
         if len(predictions) != len(references):
             raise RefbenchError(f"{len(predictions)} prediction frames but {len(references)} "
                                 f"reference frames")
-        start = len(self._gt)
-        for i, (pred, ref) in enumerate(zip(predictions, references)):
-            self._dt.append(frame_arrays(pred, True, f"prediction frame {start + i}"))
-            self._gt.append(frame_arrays(ref, False, f"reference frame {start + i}"))
+        start = sum(part.n_frames for part in self._gt)
+        dt, gt = bulk_arrays(predictions, True), bulk_arrays(references, False)
+        if dt is None or gt is None:  # check frame by frame: the first bad frame is named
+            checked = [(frame_arrays(pred, True, f"prediction frame {start + i}"),
+                        frame_arrays(ref, False, f"reference frame {start + i}"))
+                       for i, (pred, ref) in enumerate(zip(predictions, references))]
+            dt, gt = join_arrays([c[0] for c in checked]), join_arrays([c[1] for c in checked])
+        self._dt.append(to_frames(dt))
+        self._gt.append(to_frames(gt))
+        self._stacked = None
 
     def merge(self, other: Metric) -> None:
         if not isinstance(other, KittiAP) or other.classes != self.classes \
@@ -566,13 +760,21 @@ class KittiAP(Metric):
             raise RefbenchError("can only merge kitti_ap metrics of the same arguments")
         self._gt.extend(other._gt)
         self._dt.extend(other._dt)
+        self._stacked = None
+
+    def _frames(self) -> tuple[Frames, Frames]:
+        if self._stacked is None:
+            empty = [to_frames(join_arrays([]))]
+            self._stacked = (concat_frames(self._gt or empty), concat_frames(self._dt or empty))
+        return self._stacked
 
     def compute(self) -> dict[str, float]:
-        return kitti_eval(self._gt, self._dt, self.classes, self.overlap)
+        gt, dt = self._frames()
+        return evaluate_frames(gt, dt, self.classes, self.overlap)
 
     def counts(self) -> dict[str, int]:
         """Valid ground-truth boxes per class and difficulty (`Car/moderate/valid_gt`)."""
-        return valid_gt_counts(self._gt, self.classes)
+        return frames_valid_gt_counts(self._frames()[0], self.classes)
 
     def warnings(self) -> list[str]:
         """A line per reported class/difficulty with too few valid boxes (below 41)."""

@@ -108,10 +108,123 @@ def _objects_records(path: Path) -> list[dict[str, Any]]:
 
 def read_box_file(path: Path) -> dict[tuple[str, int], BoxFrame]:
     """Parse and validate a prediction file into `{(context_name, timestamp): BoxFrame}`
-    (Parquet, JSON lines, or the official tool's `Objects` protobuf `.bin`)."""
+    (Parquet, JSON lines, or the official tool's `Objects` protobuf `.bin`), frames in the
+    order they first appear. Well-formed Parquet and JSON-lines files are read column-wise;
+    a file with any bad row is read row by row, which names the first bad row."""
     path = Path(path)
     if not path.is_file():
         raise RefbenchError("prediction file not found", path=path)
+    if path.suffix != ".bin":
+        columns = _parquet_columns(path) if path.suffix == ".parquet" else _json_columns(path)
+        if columns is not None and _columns_valid(columns):
+            return _group_columns(columns)
+    return _read_rows(path)
+
+
+def _parquet_columns(path: Path) -> dict[str, Any] | None:
+    """The columns of a Parquet prediction file as numpy arrays (contexts and string types
+    dictionary-encoded), or None when a column's type or a null asks for the row path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from refbench.datasets.waymo.reader import column_numpy
+
+    try:  # one file: ParquetFile, which does not import pyarrow.dataset and pandas
+        file = pq.ParquetFile(path)
+        table = file.read(columns=[c for c in COLUMNS if c in file.schema_arrow.names])
+    except (OSError, ValueError):
+        return None  # the row path reports it
+    if table.num_columns != len(COLUMNS) or any(table.column(c).null_count for c in COLUMNS):
+        return None
+    kinds = {c: table.schema.field(c).type for c in COLUMNS}
+    number = (lambda t: (pa.types.is_integer(t) or pa.types.is_floating(t))
+              and not pa.types.is_uint64(t))
+    text = (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t))
+    if not text(kinds["context_name"]) or not pa.types.is_integer(kinds["timestamp"]) \
+            or pa.types.is_uint64(kinds["timestamp"]) \
+            or not all(number(kinds[c]) for c in (*NUMERIC, "score")) \
+            or not (number(kinds["type"]) or pa.types.is_string(kinds["type"])):
+        return None
+    contexts = table.column("context_name").combine_chunks().dictionary_encode()
+    codes = pa.table({"code": contexts.indices})
+    out: dict[str, Any] = {
+        "context_code": column_numpy(codes, "code").astype(np.int64),
+        "contexts": contexts.dictionary.to_pylist(),
+        "timestamp": column_numpy(table, "timestamp").astype(np.int64),
+        "values": np.stack([column_numpy(table, c).astype(np.float64)
+                            for c in (*NUMERIC, "score")], axis=1)}
+    if pa.types.is_string(kinds["type"]):
+        kind = table.column("type").combine_chunks().dictionary_encode()
+        ids = np.array([_TYPE_IDS.get(v.upper(), 0) for v in kind.dictionary.to_pylist()]
+                       + [0], np.int64)
+        out["type"] = ids[column_numpy(pa.table({"code": kind.indices}), "code")]
+    elif pa.types.is_floating(kinds["type"]):
+        return None  # a float type id is an error the row path names
+    else:
+        kind = column_numpy(table, "type").astype(np.int64)
+        out["type"] = np.where(np.isin(kind, list(TYPE_NAMES)), kind, 0)
+    return out
+
+
+def _json_columns(path: Path) -> dict[str, Any] | None:
+    """The columns of a JSON-lines prediction file whose lines are all objects with every
+    column of a plain type, or None (the row path then reads it, naming any bad line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        rows = json.loads("[" + ",".join(line for line in text.splitlines() if line.strip())
+                          + "]")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not rows or not all(type(r) is dict and len(r.keys() & COLUMNS) == len(COLUMNS)
+                           for r in rows):
+        return None
+    cols = {c: [r[c] for r in rows] for c in COLUMNS}
+    if set(map(type, cols["context_name"])) != {str} \
+            or set(map(type, cols["timestamp"])) != {int} \
+            or not all(set(map(type, cols[c])) <= {int, float} for c in (*NUMERIC, "score")) \
+            or set(map(type, cols["type"])) not in ({int}, {str}):
+        return None
+    contexts = list(dict.fromkeys(cols["context_name"]))
+    code = {name: i for i, name in enumerate(contexts)}
+    kinds = cols["type"]
+    try:
+        return {"context_code": np.array([code[c] for c in cols["context_name"]], np.int64),
+                "contexts": contexts, "timestamp": np.array(cols["timestamp"], np.int64),
+                "values": np.array([cols[c] for c in (*NUMERIC, "score")], np.float64).T,
+                "type": np.array([_TYPE_IDS.get(k.upper(), 0) for k in kinds]
+                                 if type(kinds[0]) is str
+                                 else [k if k in TYPE_NAMES else 0 for k in kinds], np.int64)}
+    except OverflowError:  # beyond int64 / float64: the row path says which row
+        return None
+
+
+def _columns_valid(columns: Mapping[str, Any]) -> bool:
+    """Whether every row passes the row path's checks (non-empty context, finite numbers,
+    positive sizes, a score in [0, 1], a known type)."""
+    values = columns["values"]
+    empty = [i for i, name in enumerate(columns["contexts"]) if not name]
+    return bool(np.isfinite(values).all() and (values[:, 3:6] > 0).all()
+                and ((values[:, 7] >= 0) & (values[:, 7] <= 1)).all()
+                and (columns["type"] > 0).all()
+                and not np.isin(columns["context_code"], empty).any())
+
+
+def _group_columns(columns: Mapping[str, Any]) -> dict[tuple[str, int], BoxFrame]:
+    """One BoxFrame per (context, timestamp), in order of first appearance, rows in order."""
+    code, stamp, values = columns["context_code"], columns["timestamp"], columns["values"]
+    order = np.lexsort((np.arange(len(code)), stamp, code))
+    groups = np.split(order, np.flatnonzero(np.diff(code[order]) | np.diff(stamp[order])) + 1)
+    out: dict[tuple[str, int], BoxFrame] = {}
+    for g in sorted((g for g in groups if len(g)), key=lambda g: g[0]):
+        key = (columns["contexts"][code[g[0]]], int(stamp[g[0]]))
+        out[key] = BoxFrame(key[0], key[1], boxes=values[g, :7],
+                            types=columns["type"][g],
+                            scores=values[g, 7].astype(np.float32))
+    return out
+
+
+def _read_rows(path: Path) -> dict[tuple[str, int], BoxFrame]:
+    """`read_box_file` row by row: each row checked in order, the first bad one named."""
     if path.suffix == ".bin":
         records, has_lines = _objects_records(path), False
     else:
@@ -200,7 +313,12 @@ def read_objects_references(path: Path) -> dict[tuple[str, int], BoxFrame]:
 def read_reference_folder(path: Path, split: str) -> dict[tuple[str, int], BoxFrame]:
     """References from an official v2 `lidar_box` folder (see the module doc), or from a
     `gt.bin` file."""
-    from refbench.datasets.waymo.reader import KEY_TIME, read_boxes, read_table
+    from refbench.datasets.waymo.reader import (
+        KEY_TIME,
+        column_numpy,
+        read_boxes,
+        read_table,
+    )
 
     path = Path(path)
     if path.is_file() and path.suffix == ".bin":
@@ -215,7 +333,7 @@ def read_reference_folder(path: Path, split: str) -> dict[tuple[str, int], BoxFr
         seg = file.stem
         stats = folder.parent / "stats" / file.name
         if stats.is_file():
-            for stamp in read_table(stats, [KEY_TIME]).column(KEY_TIME).to_numpy():
+            for stamp in column_numpy(read_table(stats, [KEY_TIME]), KEY_TIME):
                 out[(seg, int(stamp))] = BoxFrame(seg, int(stamp), num_points=np.zeros(0),
                                                   difficulty=np.zeros(0))
         for stamp, lab in read_boxes(file).items():
