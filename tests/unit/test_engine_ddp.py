@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,10 +41,21 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}}
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-           str(WORKERS / "ddp_worker.py"), str(ddp_dir), str(out_dir), "2"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    def launch() -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+               str(WORKERS / "ddp_worker.py"), str(ddp_dir), str(out_dir), "2"]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+    proc = launch()
+    if proc.returncode != 0 and "without an active exception" in proc.stderr:
+        # gloo's worker threads have aborted at teardown on a heavily loaded 2-core box
+        # ("terminate called without an active exception"); rerun once from scratch
+        first = proc.stderr[-2000:]
+        shutil.rmtree(ddp_dir, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        proc = launch()
+        assert proc.returncode == 0, first + "\n--- retry ---\n" + proc.stderr[-2000:]
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     single_dir = tmp_path / "single"
