@@ -3,6 +3,7 @@
 INDEX: dict[str, dict[str, str]] = {
     'baseline': {
         'bert': 'refbench.baselines.nlp.bert:Bert',
+        'capture': 'refbench.baselines.retrieval.capture.baseline:Capture',
         'efficientbert': 'refbench.baselines.nlp.efficientbert.model:EfficientBert',
         'pyramid': 'refbench.baselines.det3d.pyramid_rcnn:PyramidRCNN',
         'second': 'refbench.baselines.det3d.second:Second',
@@ -11,6 +12,7 @@ INDEX: dict[str, dict[str, str]] = {
     'dataset': {
         'glue': 'refbench.datasets.glue.builder:GlueBuilder',
         'kitti': 'refbench.datasets.kitti.builder:KittiBuilder',
+        'product1m': 'refbench.datasets.product1m.builder:Product1MBuilder',
         'squad': 'refbench.datasets.squad.builder:SquadBuilder',
         'waymo': 'refbench.datasets.waymo.builder:WaymoBuilder',
     },
@@ -19,6 +21,7 @@ INDEX: dict[str, dict[str, str]] = {
         'kitti': 'refbench.baselines.det3d.demo_jobs:kitti',
         'mnli': 'refbench.baselines.nlp.demo_jobs:mnli',
         'mrpc': 'refbench.baselines.nlp.demo_jobs:mrpc',
+        'product1m': 'refbench.baselines.retrieval.demo_jobs:product1m',
         'qnli': 'refbench.baselines.nlp.demo_jobs:qnli',
         'qqp': 'refbench.baselines.nlp.demo_jobs:qqp',
         'rte': 'refbench.baselines.nlp.demo_jobs:rte',
@@ -31,6 +34,7 @@ INDEX: dict[str, dict[str, str]] = {
         'glue_dir': 'refbench.benchmarks.formats.glue:GlueDirFormat',
         'glue_tsv': 'refbench.benchmarks.formats.glue:GlueTsvFormat',
         'kitti_label_dir': 'refbench.benchmarks.formats.kitti:KittiLabelDirFormat',
+        'product1m_ranked': 'refbench.benchmarks.formats.product1m:Product1MRankedFormat',
         'squad_json': 'refbench.benchmarks.formats.squad:SquadJsonFormat',
         'waymo_boxes': 'refbench.benchmarks.formats.waymo:WaymoBoxesFormat',
     },
@@ -38,6 +42,7 @@ INDEX: dict[str, dict[str, str]] = {
         'glue': 'refbench.evaluation.glue:GlueMetric',
         'glue_all': 'refbench.evaluation.glue:GlueAllMetric',
         'kitti_ap': 'refbench.evaluation.kitti:KittiAP',
+        'product1m_retrieval': 'refbench.evaluation.product1m:Product1MRetrieval',
         'squad': 'refbench.evaluation.squad:SquadMetric',
         'waymo_3d': 'refbench.evaluation.waymo:Waymo3DMetric',
     },

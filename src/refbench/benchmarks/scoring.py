@@ -87,10 +87,11 @@ class IdCheck:
         return (f"{len(self.extra)} prediction id(s) not in the references (first: "
                 f"{show_ids(self.extra)})")
 
-    def refusal(self) -> str:
-        """The error line of a format whose official tool refuses an incomplete file."""
-        return (f"{self.missing_text()}; the official tool refuses an incomplete file, so "
-                f"refbench does too")
+    def refusal(self, because: str = "the official tool refuses an incomplete file, so "
+                                     "refbench does too") -> str:
+        """The error line of a format that refuses an incomplete file (`because`: why, the
+        format's `missing_refused_because`)."""
+        return f"{self.missing_text()}; {because}"
 
     def warning(self, missing_scored_as: str, extra_scored_as: str) -> str | None:
         """The one warning line for a file with missing or extra ids (None when exact)."""
@@ -122,7 +123,7 @@ def check_ids(predictions: Mapping[Any, Any], references: Mapping[Any, Any], sou
         raise RefbenchError("; ".join(parts) + " (strict scoring accepts exactly the ids of "
                             "the references)", path=source)
     if check.missing and policy.missing == "refuse":
-        raise RefbenchError(check.refusal(), path=source)
+        raise RefbenchError(check.refusal(policy.missing_refused_because), path=source)
     return check
 
 
@@ -243,6 +244,14 @@ def compute_metrics(spec: BenchmarkSpec, preds: list[Any], refs: list[Any],
     return out.values, out.directions
 
 
+def _load_split(spec: BenchmarkSpec, split: str, cache_dir: str | None) -> "hf_datasets.Dataset":
+    """One prepared split of the benchmark's dataset (what `bind_splits` hands a format)."""
+    from refbench.datasets.base import load_prepared
+
+    return load_prepared(spec.dataset.name, split=split, config=spec.dataset.config,
+                         cache_dir=cache_dir)
+
+
 def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
                   references: str | Path | None = None, *, split: str | None = None,
                   cache_dir: str | None = None, model: ModelInfo | None = None,
@@ -275,6 +284,7 @@ def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
         from refbench.datasets.base import get_builder
 
         used_split = get_builder(spec.dataset.name).canonical_split(split)
+    fmt.bind_splits(lambda name: _load_split(spec, name, cache_dir))
     if references is not None:
         ref_path = Path(references)
         if not ref_path.exists():

@@ -21,7 +21,8 @@ import yaml
 from refbench.errors import RefbenchError
 
 #: the task types baselines know; a plugin may use its own (a string a baseline checks)
-KNOWN_TASK_TYPES = ("classification", "regression", "extractive-qa", "3d-detection", "suite")
+KNOWN_TASK_TYPES = ("classification", "regression", "extractive-qa", "3d-detection", "retrieval",
+                    "suite")
 
 
 @dataclass(frozen=True)

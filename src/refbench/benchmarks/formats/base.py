@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping
 
 from refbench.options import Option
 from refbench.registry import FORMATS
@@ -38,6 +38,9 @@ class SubmissionFormat(ABC):
     missing: ClassVar[Literal["score", "refuse"]] = "score"
     #: how a missing prediction is scored, for the warning line (e.g. "scored 0")
     missing_scored_as: ClassVar[str] = "scored as the official tool scores a missing prediction"
+    #: why an incomplete file is refused (`missing = "refuse"`), for the error line
+    missing_refused_because: ClassVar[str] = ("the official tool refuses an incomplete file, "
+                                              "so refbench does too")
     #: what a prediction id outside the references means: "ignore" -- ignored, as the
     #: official tools ignore it; "score" -- scored against `extra_reference(id)`, for a tool
     #: that scores such predictions (and reported either way)
@@ -76,6 +79,11 @@ class SubmissionFormat(ABC):
         """Predictions that answer every reference exactly (a sanity check: they must score
         the best value); the default is the references themselves."""
         return dict(references)
+
+    def bind_splits(self, load_split: Callable[[str], "hf_datasets.Dataset"]) -> None:
+        """Called by the scorer before the references are read, with a loader of the
+        benchmark's prepared splits (same cache and config): a format whose references need
+        more than the scored rows (a retrieval gallery) keeps it; the default ignores it."""
 
     @abstractmethod
     def read_references(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:

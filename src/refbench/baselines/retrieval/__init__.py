@@ -1,0 +1,9 @@
+"""Multimodal product retrieval: a query item (title + image regions) ranks a gallery of
+items, and the benchmark scores the top-100 lists (Product1M's mAP@k / mAR@k / Prec@k).
+
+Shared parts of the domain: bottom-up region features as model inputs (`regions.py`:
+the 5-d box geometry, the lazily read per-item features), the cross-modal contrastive
+loss (`contrastive.py`) and embedding + exact gallery search (`search.py`). One
+subpackage per model family: `capture/` (CAPTURE, Zhan et al., 2021), with its recipes
+in `capture/recipes/`. The domain's `refbench demo` job is in `demo_jobs.py`.
+"""
