@@ -15,7 +15,7 @@ from refbench.baselines.retrieval.capture import Capture, CaptureConfig, Capture
 from refbench.baselines.retrieval.capture.model import check_config
 from refbench.baselines.retrieval.capture.pretext import (IGNORE, TokenIds, mask_regions,
                                                           mask_tokens, pretext_losses)
-from refbench.baselines.retrieval.contrastive import nt_xent_loss
+from refbench.baselines.retrieval.embedding import nt_xent_loss
 from refbench.baselines.retrieval.regions import region_locations
 from refbench.benchmarks.spec import (BenchmarkSpec, DatasetRef, MetricRef, Submission,
                                       TaskRef)

@@ -2,8 +2,9 @@
 items, and the benchmark scores the top-100 lists (Product1M's mAP@k / mAR@k / Prec@k).
 
 Shared parts of the domain: bottom-up region features as model inputs (`regions.py`:
-the 5-d box geometry, the lazily read per-item features), the cross-modal contrastive
-loss (`contrastive.py`) and embedding + exact gallery search (`search.py`). One
-subpackage per model family: `capture/` (CAPTURE, Zhan et al., 2021), with its recipes
-in `capture/recipes/`. The domain's `refbench demo` job is in `demo_jobs.py`.
+the 5-d box geometry, the lazily read per-item features) and embeddings
+(`embedding.py`: the cross-modal contrastive loss, embedding a split on the model's
+device, ranking a gallery by exact search). One subpackage per model family: `capture/`
+(CAPTURE, Zhan et al., 2021), with its recipes in `capture/recipes/`. The domain's
+`refbench demo` job is in `demo_jobs.py`.
 """

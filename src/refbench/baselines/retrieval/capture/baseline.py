@@ -29,7 +29,7 @@ from refbench.baselines.nlp.bert import train_wordpiece
 from refbench.baselines.retrieval.capture.model import CaptureConfig, CaptureModel, check_config
 from refbench.baselines.retrieval.capture.pretext import TokenIds, pretext_losses
 from refbench.baselines.retrieval.regions import ItemFeatures, collate_regions
-from refbench.baselines.retrieval.search import embed_features, rank_gallery
+from refbench.baselines.retrieval.embedding import embed_features, rank_gallery
 from refbench.config import from_dict
 from refbench.errors import RefbenchError
 from refbench.io import atomic_write_json

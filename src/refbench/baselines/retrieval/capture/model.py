@@ -389,14 +389,3 @@ class CaptureModel(nn.Module):
         """Parameters counted once (the tied MLM decoder shares the word embeddings)."""
         return sum(p.numel() for p in self.parameters())
 
-
-def official_layer_plan(cfg: CaptureConfig) -> list[str]:
-    """The text stack in order, e.g. `['t', 't', 't', 't', 'co', 'co', 'co', 'co']`: where
-    the co-attention layers sit (the recipe's ids; tests compare it with capture.json)."""
-    plan: list[str] = []
-    single = iter(range(cfg.num_hidden_layers))
-    ids = set(cfg.t_biattention_id)
-    for position in range(cfg.num_hidden_layers + len(ids)):
-        plan.append("co" if position in ids else ("t" if next(single, None) is not None else "?"))
-    return plan
-

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from refbench.baselines.retrieval.capture.model import CaptureModel
-from refbench.baselines.retrieval.contrastive import nt_xent_loss
+from refbench.baselines.retrieval.embedding import nt_xent_loss
 
 IGNORE = -100
 
