@@ -318,7 +318,7 @@ class DatasetBuilder(ABC):
         for config in wanted:
             data = {self.canonical_split(s): ds for s, ds in self.generate(root, config).items()}
             for split, ds in data.items():
-                _save_quietly(ds, tmp / config / split)
+                save_quietly(ds, tmp / config / split)
             splits[config] = {split: len(ds) for split, ds in data.items()}
             for path in self.source_files(root, config):
                 sources[path.relative_to(root).as_posix()] = sha256_file(path)
@@ -352,7 +352,54 @@ class DatasetBuilder(ABC):
                              cache_dir=None if cache is None else str(cache))
 
 
-def _save_quietly(ds: "hf_datasets.Dataset", path: Path) -> None:
+
+class ChunkedDatasetBuilder(DatasetBuilder):
+    """A builder whose `prepare` converts a large release chunk by chunk: finished chunks
+    are kept in a work folder beside the cache, so an interrupted prepare resumes where it
+    stopped; the cache is still written aside and swapped in whole, and a bad input (a
+    `RefbenchError`) removes the partial work too."""
+
+    def work_dir(self, root: Path, cache: Path) -> Path:
+        """Where finished shards of an interrupted prepare of `root` wait to be reused."""
+        import hashlib
+
+        key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
+        return self.cache_path(cache).parent / f".{self.version}.partial-{key}"
+
+    def check_prepare_inputs(self, root: Path) -> None:
+        """Refuse, before any work, a release that cannot be prepared (default: accept)."""
+
+    @abstractmethod
+    def prepare_chunks(self, root: Path, tmp: Path, work: Path, progress: bool) -> dict[str, Any]:
+        """Write every split into `tmp` (reusing finished shards of `work`); the manifest."""
+
+    def prepare(self, root: Path, cache: Path | None = None, configs: list[str] | None = None,
+                progress: bool = False) -> dict[str, Any]:
+        root = Path(root)
+        if not root.is_dir():
+            raise RefbenchError("dataset folder not found", path=root)
+        self.resolve_configs(configs)
+        self.check_prepare_inputs(root)
+        cache = Path(cache) if cache is not None else default_cache_dir()
+        final = self.cache_path(cache)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = self.work_dir(root, cache)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.version}.", dir=final.parent))
+        try:
+            manifest = self.prepare_chunks(root, tmp, work, progress)
+            atomic_dir_replace(tmp, final)
+        except RefbenchError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # `work` stays: the next run resumes
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+        return manifest
+
+
+def save_quietly(ds: "hf_datasets.Dataset", path: Path) -> None:
     """`save_to_disk` without its per-split progress bar (refbench reports per config)."""
     from datasets.utils import logging as hf_logging
 

@@ -25,28 +25,26 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from refbench.datasets.kitti import geometry as geo
 from refbench.datasets.base import (
     MALFORMED_FILE,
     MANIFEST,
     MISSING_FILE,
     MISSING_FOLDER,
     CheckReport,
-    DatasetBuilder,
+    ChunkedDatasetBuilder,
     Problem,
-    _save_quietly,
-    default_cache_dir,
+    save_quietly,
     subfolders,
 )
+from refbench.datasets.kitti import geometry as geo
 from refbench.errors import RefbenchError
-from refbench.io import atomic_dir_replace, atomic_write_json
+from refbench.io import atomic_write_json
 from refbench.registry import DATASETS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -403,7 +401,7 @@ _CITATION = """@inproceedings{geiger2012kitti,
 
 
 @DATASETS.register("kitti")
-class KittiBuilder(DatasetBuilder):
+class KittiBuilder(ChunkedDatasetBuilder):
     """KITTI 3D object detection (config `default`; splits `train`, `val`, `test`)."""
 
     name = "kitti"
@@ -460,36 +458,6 @@ class KittiBuilder(DatasetBuilder):
         return synthesize_kitti(Path(out), n=n, seed=seed)
 
     # -- resumable preparation -------------------------------------------------------------
-    def work_dir(self, root: Path, cache: Path) -> Path:
-        """Where finished shards of an interrupted prepare of `root` wait to be reused."""
-        key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
-        return self.cache_path(cache).parent / f".{self.version}.partial-{key}"
-
-    def prepare(self, root: Path, cache: Path | None = None, configs: list[str] | None = None,
-                progress: bool = False) -> dict[str, Any]:
-        """Convert every split chunk by chunk (finished chunks survive an interruption),
-        then write the cache atomically; a bad input removes the partial work too."""
-        root = Path(root)
-        if not root.is_dir():
-            raise RefbenchError("dataset folder not found", path=root)
-        self.resolve_configs(configs)
-        cache = Path(cache) if cache is not None else default_cache_dir()
-        final = self.cache_path(cache)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        work = self.work_dir(root, cache)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.version}.", dir=final.parent))
-        try:
-            manifest = self._prepare_chunked(root, tmp, work, progress)
-            atomic_dir_replace(tmp, final)
-        except RefbenchError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # `work` stays: the next run resumes
-            raise
-        shutil.rmtree(work, ignore_errors=True)
-        return manifest
 
     def _chunk_key(self, root: Path, split: str, ids: list[str]) -> str:
         digest = hashlib.sha256(f"{self.name}@{self.version}:{self.fov_only}:{split}".encode())
@@ -510,11 +478,11 @@ class KittiBuilder(DatasetBuilder):
             row, frame_shas = read_frame(root, split, fid, self.fov_only)
             rows.append(row)
             shas.update(frame_shas)
-        _save_quietly(rows_to_dataset(rows, split), shard)
+        save_quietly(rows_to_dataset(rows, split), shard)
         atomic_write_json(shard / "sources.json", shas)  # written last: marks the shard done
         return shas
 
-    def _prepare_chunked(self, root: Path, tmp: Path, work: Path, progress: bool
+    def prepare_chunks(self, root: Path, tmp: Path, work: Path, progress: bool
                          ) -> dict[str, Any]:
         import datasets as hf
 
@@ -551,7 +519,7 @@ class KittiBuilder(DatasetBuilder):
                 ds = parts[0] if len(parts) == 1 else hf.concatenate_datasets(parts)
             else:
                 ds = rows_to_dataset([], split)
-            _save_quietly(ds, tmp / "default" / self.canonical_split(split))
+            save_quietly(ds, tmp / "default" / self.canonical_split(split))
             counts[self.canonical_split(split)] = len(ds)
         seconds = time.time() - started
         digest = hashlib.sha256(f"{self.name}@{self.version}".encode())

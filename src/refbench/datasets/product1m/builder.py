@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -41,9 +40,8 @@ from refbench.datasets.base import (
     MISSING_FILE,
     NOT_A_FOLDER,
     CheckReport,
-    DatasetBuilder,
+    ChunkedDatasetBuilder,
     Problem,
-    default_cache_dir,
     subfolders,
 )
 from refbench.datasets.product1m.features import (
@@ -64,7 +62,7 @@ from refbench.datasets.product1m.readers import (
     train_source,
 )
 from refbench.errors import RefbenchError
-from refbench.io import atomic_dir_replace, atomic_write_json
+from refbench.io import atomic_write_json
 from refbench.registry import DATASETS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -284,7 +282,7 @@ _CITATION = """@InProceedings{Zhan_2021_ICCV,
 
 
 @DATASETS.register("product1m")
-class Product1MBuilder(DatasetBuilder):
+class Product1MBuilder(ChunkedDatasetBuilder):
     """Product1M (config `default`; splits `train`, `validation` (= `dev`), `test`, `gallery`)."""
 
     name = "product1m"
@@ -342,19 +340,8 @@ class Product1MBuilder(DatasetBuilder):
         return synthesize_product1m(Path(out), n=n, seed=seed)
 
     # -- resumable preparation -------------------------------------------------------------
-    def work_dir(self, root: Path, cache: Path) -> Path:
-        """Where finished shards of an interrupted prepare of `root` wait to be reused."""
-        key = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
-        return self.cache_path(cache).parent / f".{self.version}.partial-{key}"
-
-    def prepare(self, root: Path, cache: Path | None = None, configs: list[str] | None = None,
-                progress: bool = False) -> dict[str, Any]:
-        """Convert every split chunk by chunk (finished chunks survive an interruption),
-        then write the cache atomically; a bad input removes the partial work too."""
-        root = Path(root)
-        if not root.is_dir():
-            raise RefbenchError("dataset folder not found", path=root)
-        self.resolve_configs(configs)
+    def check_prepare_inputs(self, root: Path) -> None:
+        """The query and gallery files must be there: the benchmarks need all three."""
         for split in ("validation", "test", "gallery"):
             path = split_file(root, split)
             assert path is not None
@@ -362,23 +349,6 @@ class Product1MBuilder(DatasetBuilder):
                 why = (" (the queries rank this gallery; `refbench datasets check product1m` "
                        "says where to get it)" if split == "gallery" else "")
                 raise RefbenchError(f"missing file {path.name}{why}", path=path)
-        cache = Path(cache) if cache is not None else default_cache_dir()
-        final = self.cache_path(cache)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        work = self.work_dir(root, cache)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.version}.", dir=final.parent))
-        try:
-            manifest = self._prepare_chunked(root, tmp, work, progress)
-            atomic_dir_replace(tmp, final)
-        except RefbenchError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # `work` stays: the next run resumes
-            raise
-        shutil.rmtree(work, ignore_errors=True)
-        return manifest
 
     def feature_index(self, root: Path, work: Path) -> FeatureIndex:
         """The index of the feature LMDBs, reused from `work` while their files are unchanged."""
@@ -430,7 +400,7 @@ class Product1MBuilder(DatasetBuilder):
             shards.append(shard)
         return shards
 
-    def _prepare_chunked(self, root: Path, tmp: Path, work: Path, progress: bool
+    def prepare_chunks(self, root: Path, tmp: Path, work: Path, progress: bool
                          ) -> dict[str, Any]:
         import datasets as hf
 
