@@ -22,7 +22,8 @@ from refbench.errors import RefbenchError
 
 #: the task types baselines know; a plugin may use its own (a string a baseline checks)
 KNOWN_TASK_TYPES = ("classification", "regression", "extractive-qa", "3d-detection", "retrieval",
-                    "suite")
+                    "clustering", "report-generation", "image-classification", "try-on",
+                    "architecture-ranking", "detection-2d", "segmentation", "suite")
 
 
 @dataclass(frozen=True)
