@@ -58,6 +58,13 @@ class DataConfig:
     eval_split: str | None = None
     limit: int | None = None
     max_length: int = 128
+    #: train from `load_dataset(..., streaming=True)` (webdataset shards where the dataset
+    #: wrote them) instead of random access to the prepared table
+    streaming: bool = False
+    #: DataLoader worker processes that read and decode the stream (per rank)
+    workers: int = 0
+    #: rows in the seeded shuffle buffer of a streamed split (0: the stream's order)
+    shuffle_buffer: int = 1000
 
 
 @dataclass

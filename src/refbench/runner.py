@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
@@ -67,6 +67,36 @@ def load_rows(spec: "BenchmarkSpec", split: str, config: RunConfig) -> tuple["hf
     if config.data.limit is not None and config.data.limit < len(rows):
         return rows.select(range(config.data.limit)), True
     return rows, False
+
+
+def stream_rows(spec: "BenchmarkSpec", config: RunConfig, model: "Baseline",
+                train_rows: "hf_datasets.Dataset") -> tuple[Any, Callable[[list], Any]]:
+    """The training split as a stream (`data.streaming`) and the collate that turns a
+    micro-batch of streamed rows into the model's batch (its own `encode`, then `collate`).
+
+    The prepared table still gives the split's size and the rows `create` built the model
+    from (a tokenizer's corpus); training reads the stream.
+    """
+    import datasets as hf_datasets
+
+    from refbench.datasets.base import load_prepared
+    from refbench.engine.streaming import StreamingRows
+
+    if config.data.limit is not None:
+        raise RefbenchError("data.limit cuts the random-access table; it does not apply to a "
+                            "streamed split (drop --limit or data.streaming)", key="data.limit")
+    stream = load_prepared(spec.dataset.name, split=config.data.train_split or spec.train_split,
+                           config=spec.dataset.config, cache_dir=config.data.cache_dir,
+                           streaming=True)
+    rows = StreamingRows(stream, len(train_rows), seed=config.trainer.seed,
+                         workers=config.data.workers, shuffle_buffer=config.data.shuffle_buffer)
+    schema = train_rows.features
+
+    def collate(batch: list[dict[str, Any]]) -> Any:
+        table = hf_datasets.Dataset.from_list(batch, features=schema)
+        return model.collate(model.encode(table))
+
+    return rows, collate
 
 
 def _require_prepared(spec: "BenchmarkSpec", config: RunConfig) -> None:
@@ -171,7 +201,9 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
         model.bind_splits(lambda name: _rows_all(spec, name, config))
         if dist.is_main:
             dist.barrier()
-        features = model.encode(train_rows)
+        features, collate = model.encode(train_rows), model.collate
+        if config.data.streaming:
+            features, collate = stream_rows(spec, config, model, train_rows)
         pred_dir = run_dir / "predictions"
 
         def evaluate(module: Any) -> dict[str, float]:
@@ -181,7 +213,7 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
                                  rows=subset, read_options=companions(spec, path),
                                  metric_options=options).metrics
 
-        trainer = Trainer(model, config.trainer, run_dir, features, model.collate,
+        trainer = Trainer(model, config.trainer, run_dir, features, collate,
                           evaluate=evaluate, primary=spec.primary,
                           higher_is_better=_primary_higher_is_better(spec), dist=dist)
         fit = trainer.fit(resume=resume)

@@ -11,6 +11,10 @@ at accumulation step a. Each micro-batch loss is divided by `grad_accum` and DDP
 over ranks, so the gradient equals that of the mean loss over the global batch no matter
 how it is split.
 
+Streamed rows (`StreamingRows`: webdataset shards or any iterable dataset) replace the
+permutation by a seeded shuffle buffer per rank and epoch (see `engine/streaming.py`); the
+global batch is still `world_size * grad_accum` micro-batches, each rank reading its own.
+
 Resuming restores weights, optimizer, scheduler, scaler, every rank's RNG state and the
 position in the epoch, and trims metrics.jsonl, so on CPU a resumed run is bit-identical
 to an uninterrupted one. The one setting that may change on resume is `max_steps` (a
@@ -41,6 +45,7 @@ from refbench.engine import checkpoint as ckpt
 from refbench.engine.device import to_device
 from refbench.engine.distributed import DistContext
 from refbench.engine.progress import Progress, format_metrics
+from refbench.engine.streaming import StreamingRows
 from refbench.engine.schedules import (SCHEDULES, build_optimizer, build_scheduler, lr_factor,
                                        warmup_steps)
 from refbench.errors import RefbenchError
@@ -185,7 +190,7 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, config: TrainerConfig, run_dir: Path,
-                 train_features: Sequence[Mapping[str, Any]],
+                 train_features: Sequence[Mapping[str, Any]] | StreamingRows,
                  collate: Callable[[list], dict[str, Tensor]],
                  evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
                  primary: str | None = None, higher_is_better: bool = True,
@@ -378,6 +383,8 @@ class Trainer:
         amp = (lambda: torch.autocast("cuda", dtype=torch.float16)) if self.use_amp \
             else contextlib.nullcontext
         window = self._window
+        stream = features.micro_batches(rank, world, micro, skip=self.step * accum) \
+            if isinstance(features, StreamingRows) else None
         perm = epoch_permutation(cfg.seed, self.epoch, len(features))
         self._timer = (time.monotonic(), self.step)
         while self.step < cfg.max_steps:
@@ -387,8 +394,11 @@ class Trainer:
             start = self.position * cfg.batch_size
             indices = perm[start:start + cfg.batch_size].tolist()
             for a in range(accum):
-                lo = (a * world + rank) * micro
-                batch = collate([features[i] for i in indices[lo:lo + micro]])
+                if stream is not None:
+                    batch = collate(next(stream))
+                else:
+                    lo = (a * world + rank) * micro
+                    batch = collate([features[i] for i in indices[lo:lo + micro]])
                 if move:
                     batch = to_device(batch, self.device)
                 no_sync = self.ddp is not None and a < accum - 1
