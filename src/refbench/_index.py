@@ -41,7 +41,7 @@ INDEX: dict[str, dict[str, str]] = {
     'metric': {
         'glue': 'refbench.evaluation.glue:GlueMetric',
         'glue_all': 'refbench.evaluation.glue:GlueAllMetric',
-        'kitti_ap': 'refbench.evaluation.kitti:KittiAP',
+        'kitti_ap': 'refbench.evaluation.kitti.metric:KittiAP',
         'product1m_retrieval': 'refbench.evaluation.product1m:Product1MRetrieval',
         'squad': 'refbench.evaluation.squad:SquadMetric',
         'waymo_3d': 'refbench.evaluation.waymo:Waymo3DMetric',
