@@ -44,7 +44,7 @@ INDEX: dict[str, dict[str, str]] = {
         'kitti_ap': 'refbench.evaluation.kitti.metric:KittiAP',
         'product1m_retrieval': 'refbench.evaluation.product1m:Product1MRetrieval',
         'squad': 'refbench.evaluation.squad:SquadMetric',
-        'waymo_3d': 'refbench.evaluation.waymo:Waymo3DMetric',
+        'waymo_3d': 'refbench.evaluation.waymo.metric:Waymo3DMetric',
     },
     'search': {
         'efficientbert': 'refbench.baselines.nlp.efficientbert.search:EfficientBertSearch',

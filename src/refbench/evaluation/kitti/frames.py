@@ -12,9 +12,6 @@ import numpy as np
 from refbench.errors import RefbenchError
 
 
-
-
-
 CLASSES: tuple[str, ...] = ("Car", "Pedestrian", "Cyclist", "Van", "Person_sitting", "Truck")
 #: class whose ground truth is ignored (not missed) when evaluating a class
 NEIGHBOUR: dict[str, str] = {"car": "van", "pedestrian": "person_sitting"}

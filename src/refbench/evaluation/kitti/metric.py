@@ -49,7 +49,6 @@ def quantisation_warnings(counts: Mapping[str, int]) -> list[str]:
     return out
 
 
-
 def _keys(classes: Sequence[str]) -> dict[str, str]:
     out = {}
     for who in list(classes) + ["mean"]:
