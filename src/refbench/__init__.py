@@ -11,18 +11,28 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Union
+
     import datasets as hf_datasets
+
+    AnyDataset = Union[hf_datasets.Dataset, hf_datasets.DatasetDict,
+                       hf_datasets.IterableDataset, hf_datasets.IterableDatasetDict]
 
 
 def load_dataset(name: str, split: str | None = None, *, config: str | None = None,
-                 cache_dir: str | None = None) -> "hf_datasets.Dataset | hf_datasets.DatasetDict":
+                 cache_dir: str | None = None, streaming: bool = False) -> AnyDataset:
     """Load a prepared dataset from the refbench cache as a Hugging Face `datasets` object.
 
     Run `refbench datasets prepare NAME --root DIR` once first; this only reads the cache.
+    `streaming=True` returns an `IterableDataset` (or `IterableDatasetDict`) that reads
+    example by example, from the builder's own shards when it wrote some (e.g.
+    webdataset tars), else from the Arrow cache; it divides across DDP ranks with
+    `datasets.distributed.split_dataset_by_node` and across DataLoader workers.
     """
     from refbench.datasets.base import load_prepared
 
-    return load_prepared(name, split=split, config=config, cache_dir=cache_dir)
+    return load_prepared(name, split=split, config=config, cache_dir=cache_dir,
+                         streaming=streaming)
 
 
 def __getattr__(attr: str) -> Any:

@@ -83,9 +83,17 @@ def datasets_prepare(name: str = typer.Argument(..., help="Dataset name, e.g. gl
                      cache_dir: Optional[Path] = typer.Option(None, "--cache-dir",
                                                               help="Default: $REFBENCH_CACHE or ~/.cache/refbench."),
                      config: list[str] = typer.Option([], "--config", "-c", help="Only these configs."),
+                     option: list[str] = typer.Option([], "--option", "-o",
+                                                      help="A prepare option KEY=VALUE the "
+                                                           "dataset declares (see `datasets info`)."),
                      as_json: bool = JSON_OPT) -> None:
     """Parse and validate the release, then write Arrow files + manifest.json atomically."""
-    manifest = _builder(name).prepare(root, cache_dir, config or None, progress=not as_json)
+    from refbench.options import parse_option_args
+
+    builder = _builder(name)
+    options = parse_option_args(builder.prepare_options, option, what=f"dataset {name}")
+    manifest = builder.prepare(root, cache_dir, config or None, progress=not as_json,
+                               options=options)
     if as_json:
         emit(manifest)
     else:
@@ -108,7 +116,8 @@ def datasets_info(name: str = typer.Argument(...), as_json: bool = JSON_OPT) -> 
     b = _builder(name)
     data = {"name": b.name, "version": b.version, "license": b.license, "citation": b.citation,
             "homepage": b.homepage, "gated": b.gated,
-            "configs": {c: b.splits(c) for c in b.configs()}, "layout": b.layout()}
+            "configs": {c: b.splits(c) for c in b.configs()}, "layout": b.layout(),
+            "prepare_options": [o.to_json() for o in b.prepare_options]}
     if as_json:
         emit(data)
     else:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from refbench.errors import RefbenchError
 from refbench.io import atomic_dir_replace, atomic_write_json, sha256_file
+from refbench.options import Option
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets as hf_datasets
@@ -220,6 +221,34 @@ class DatasetBuilder(ABC):
     #: the release's own split names -> refbench's (`train`, `validation`, `test`), so
     #: users may name a split either way (KITTI `val`, Waymo `training`)
     split_aliases: ClassVar[dict[str, str]] = {}
+    #: options `prepare` takes (`refbench datasets prepare NAME --option key=value`), e.g.
+    #: whether to also write webdataset shards; `prepare` puts their values in `options`
+    prepare_options: ClassVar[tuple[Option, ...]] = ()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The prepare options in force: the declared defaults, then what was given."""
+        given = getattr(self, "_options", {})
+        return {o.name: given.get(o.name, o.default) for o in self.prepare_options}
+
+    def set_options(self, options: dict[str, Any] | None) -> None:
+        """Validate `options` against `prepare_options` (an unknown key is an error naming
+        the declared ones; a string value is parsed by the option's type)."""
+        declared = {o.name: o for o in self.prepare_options}
+        values: dict[str, Any] = {}
+        for key, value in (options or {}).items():
+            if key not in declared:
+                known = ", ".join(declared) or "none"
+                raise RefbenchError(f"unknown prepare option {key!r} of dataset "
+                                    f"{self.name!r} (its options: {known})")
+            values[key] = declared[key].parse(value) if isinstance(value, str) else value
+        self._options = values
+
+    def streaming_split(self, folder: Path, config: str,
+                        split: str) -> "hf_datasets.IterableDataset | None":
+        """A builder that writes its own shards (webdataset, ...) returns an iterable
+        dataset over the prepared `split` here; None (the default) streams the Arrow cache."""
+        return None
 
     def canonical_split(self, split: str) -> str:
         """The refbench name of a split given by either name."""
@@ -287,8 +316,9 @@ class DatasetBuilder(ABC):
         return Path(cache) / self.name / self.version
 
     def prepare(self, root: Path, cache: Path | None = None, configs: list[str] | None = None,
-                progress: bool = False) -> dict[str, Any]:
+                progress: bool = False, options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Parse and validate `root`, then write the cache atomically; returns the manifest."""
+        self.set_options(options)
         root = Path(root)
         if not root.is_dir():
             raise RefbenchError("dataset folder not found", path=root)
@@ -374,7 +404,8 @@ class ChunkedDatasetBuilder(DatasetBuilder):
         """Write every split into `tmp` (reusing finished shards of `work`); the manifest."""
 
     def prepare(self, root: Path, cache: Path | None = None, configs: list[str] | None = None,
-                progress: bool = False) -> dict[str, Any]:
+                progress: bool = False, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.set_options(options)
         root = Path(root)
         if not root.is_dir():
             raise RefbenchError("dataset folder not found", path=root)
@@ -432,9 +463,34 @@ def get_builder(name: str) -> DatasetBuilder:
     return DATASETS.get(name)()
 
 
+#: most shards the Arrow fallback of `streaming=True` cuts a split into (DataLoader workers
+#: and DDP ranks each take whole shards)
+STREAM_SHARDS = 64
+
+
+def stream_arrow(folder: Path) -> "hf_datasets.IterableDataset":
+    """A prepared Arrow split as an `IterableDataset`, cut into contiguous shards so
+    `split_dataset_by_node` and DataLoader workers divide it without reading it twice."""
+    import datasets as hf_datasets
+
+    ds = hf_datasets.load_from_disk(str(folder))
+    return ds.to_iterable_dataset(num_shards=max(1, min(len(ds), STREAM_SHARDS)))
+
+
+def load_streaming(builder: DatasetBuilder, folder: Path, config: str,
+                   split: str) -> "hf_datasets.IterableDataset":
+    """A stored split as an iterable dataset: the builder's shards when it wrote some,
+    else the Arrow cache."""
+    streamed = builder.streaming_split(folder, config, split)
+    return streamed if streamed is not None else stream_arrow(folder / config / split)
+
+
 def load_prepared(name: str, split: str | None = None, config: str | None = None,
-                  cache_dir: str | None = None) -> "hf_datasets.Dataset | hf_datasets.DatasetDict":
-    """Read a prepared dataset: one split as `Dataset`, or all splits as `DatasetDict`."""
+                  cache_dir: str | None = None, streaming: bool = False
+                  ) -> "hf_datasets.Dataset | hf_datasets.DatasetDict | hf_datasets.IterableDataset | hf_datasets.IterableDatasetDict":
+    """Read a prepared dataset: one split as `Dataset`, or all splits as `DatasetDict`;
+    with `streaming`, `IterableDataset` / `IterableDatasetDict` that read the cache (or
+    the builder's shards) example by example, never the whole split at once."""
     import datasets as hf_datasets
 
     builder = get_builder(name)
@@ -450,6 +506,13 @@ def load_prepared(name: str, split: str | None = None, config: str | None = None
         raise RefbenchError(f"config {config!r} of {name!r} is not prepared (prepared: "
                             f"{', '.join(configs)})", path=folder)
     available = list(manifest["splits"][config])
+    if streaming:
+        if split is None:
+            return hf_datasets.IterableDatasetDict({
+                builder.canonical_split(s): load_streaming(builder, folder, config, s)
+                for s in available})
+        stored = resolve_split(builder, split, available, f"{name}/{config}")
+        return load_streaming(builder, folder, config, stored)
     if split is None:
         return hf_datasets.DatasetDict({builder.canonical_split(s):
                                         hf_datasets.load_from_disk(str(folder / config / s))

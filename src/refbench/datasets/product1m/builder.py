@@ -101,7 +101,7 @@ def item_row(item: Item, record: RegionRecord | None) -> dict[str, Any]:
             "boxes": boxes, "image_size": size, "has_regions": len(regions) > 0}
 
 
-def _array2d(arrays: list[np.ndarray], width: int, arrow_type: Any) -> Any:
+def array2d_column(arrays: list[np.ndarray], width: int, arrow_type: Any) -> Any:
     """An `Array2D((None, width))` Arrow column built from numpy without Python lists
     (`Dataset.from_dict` would turn every float into a Python object first)."""
     import pyarrow as pa
@@ -129,7 +129,7 @@ def rows_to_dataset(rows: list[dict[str, Any]], split: str) -> hf_datasets.Datas
         values = [row[name] for row in rows]
         if name in ("regions", "boxes"):
             width = FEATURE_DIM if name == "regions" else 4
-            columns[name] = _array2d(values, width, schema.field(name).type)
+            columns[name] = array2d_column(values, width, schema.field(name).type)
         else:
             columns[name] = pa.array(values, schema.field(name).type)
     table = pa.table(columns, schema=schema)

@@ -90,7 +90,7 @@ def parse_item_line(text: str, path: Path, line: int, require_labels: bool) -> I
     return Item(item_id, title, image_url, mirror_url, labels, line)
 
 
-def _decode_line(raw: bytes, path: Path, line: int) -> str:
+def decode_line(raw: bytes, path: Path, line: int) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -110,7 +110,7 @@ def iter_item_file(path: Path, require_labels: bool = True,
         for number, raw in enumerate(handle, start=1):
             if digest is not None:
                 digest.update(raw)
-            item = parse_item_line(_decode_line(raw, path, number), path, number,
+            item = parse_item_line(decode_line(raw, path, number), path, number,
                                    require_labels)
             if item is None:
                 continue
@@ -121,7 +121,7 @@ def iter_item_file(path: Path, require_labels: bool = True,
             yield item
 
 
-class _JsonStream:
+class JsonStream:
     """A growing window over a UTF-8 JSON file: text from `pos` on, the line `pos` is on."""
 
     def __init__(self, handle: Any, path: Path, digest: Digest | None) -> None:
@@ -195,7 +195,7 @@ def iter_train_info(path: Path, digest: Digest | None = None) -> Iterator[Item]:
     decoder = json.JSONDecoder()
     first_line: dict[str, int] = {}
     with open(path, "rb") as handle:
-        stream = _JsonStream(handle, path, digest)
+        stream = JsonStream(handle, path, digest)
         stream.expect("{", "'{' (an object of item id -> {\"title\": ...})")
         if stream.skip_space() == "}":
             stream.pos += 1
