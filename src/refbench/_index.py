@@ -5,6 +5,8 @@ INDEX: dict[str, dict[str, str]] = {
         'bert': 'refbench.baselines.nlp.bert:Bert',
         'capture': 'refbench.baselines.retrieval.capture.baseline:Capture',
         'efficientbert': 'refbench.baselines.nlp.efficientbert.model:EfficientBert',
+        'pinas': 'refbench.baselines.nas.pinas.baseline:PinasClassifier',
+        'pinas-supernet': 'refbench.baselines.nas.pinas.baseline:PinasSupernet',
         'pyramid': 'refbench.baselines.det3d.pyramid_rcnn:PyramidRCNN',
         'second': 'refbench.baselines.det3d.second:Second',
         'votr': 'refbench.baselines.det3d.votr:VoTr',
@@ -49,6 +51,7 @@ INDEX: dict[str, dict[str, str]] = {
         'coco_results': 'refbench.benchmarks.formats.coco_results:CocoResultsFormat',
         'glue_dir': 'refbench.benchmarks.formats.glue:GlueDirFormat',
         'glue_tsv': 'refbench.benchmarks.formats.glue:GlueTsvFormat',
+        'image_classification': 'refbench.benchmarks.formats.image_classification:ImageClassificationFormat',
         'kitti_label_dir': 'refbench.benchmarks.formats.kitti:KittiLabelDirFormat',
         'm5product_clusters': 'refbench.benchmarks.formats.m5product.labels:M5ProductClustersFormat',
         'm5product_embeddings': 'refbench.benchmarks.formats.m5product.embeddings:M5ProductEmbeddingsFormat',
@@ -66,6 +69,7 @@ INDEX: dict[str, dict[str, str]] = {
         'coco_detection': 'refbench.evaluation.coco_detection:CocoDetection',
         'glue': 'refbench.evaluation.glue:GlueMetric',
         'glue_all': 'refbench.evaluation.glue:GlueAllMetric',
+        'image_classification': 'refbench.evaluation.image_classification:ImageClassificationMetric',
         'kitti_ap': 'refbench.evaluation.kitti.metric:KittiAP',
         'm5product_classification': 'refbench.evaluation.m5product.labels:M5ProductClassification',
         'm5product_clustering': 'refbench.evaluation.m5product.labels:M5ProductClustering',
@@ -81,5 +85,6 @@ INDEX: dict[str, dict[str, str]] = {
     },
     'search': {
         'efficientbert': 'refbench.baselines.nlp.efficientbert.search:EfficientBertSearch',
+        'pinas': 'refbench.baselines.nas.pinas.search:PinasSearch',
     },
 }

@@ -240,3 +240,20 @@ def test_os_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[st
                     str(unreadable)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("refbench: error:")
+
+
+def test_training_from_a_stream_learns_like_the_table(glue_env: dict[str, Path]) -> None:
+    """`data.streaming=true`: the runner reads the training split through
+    `load_dataset(..., streaming=True)` (a seeded shuffle buffer, the model's own encode and
+    collate per micro-batch) and the run learns; `--limit` is refused with it."""
+    from refbench.results import load_result
+
+    runs = glue_env["base"] / "runs"
+    common = ["train", "bert", "--benchmark", "glue-sst2", "--recipe", "bert_tiny_glue",
+              "--max-steps", "60", "--output-dir", str(runs), "--cache-dir",
+              str(glue_env["cache"]), "--set", "trainer.progress=false",
+              "--set", "trainer.eval_every=0", "--set", "data.streaming=true"]
+    assert run_cli(common + ["--name", "streamed", "--set", "data.shuffle_buffer=64"]) == 0
+    result = load_result(runs / "streamed" / "result.json")
+    assert result.metrics["accuracy"] >= 80.0, result.metrics
+    assert run_cli(common + ["--name", "streamed-limit", "--limit", "40"]) == 2

@@ -237,7 +237,9 @@ class Trainer:
         main = dist.is_main
         seed_everything(cfg.seed + dist.rank)
         self.model.train()
-        self.optimizer = build_optimizer(self.model, cfg)
+        # a baseline may bring the optimizer its paper uses (SGD); the default is AdamW
+        make = getattr(self.model, "configure_optimizer", None)
+        self.optimizer = make(cfg) if callable(make) else build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = self.epoch = self.position = 0
@@ -278,7 +280,10 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        self.ddp = DistributedDataParallel(_StepModule(self.model), device_ids=ids)
+        # weight-sharing supernets leave the candidates off the sampled path without gradient
+        unused = bool(getattr(self.model, "ddp_find_unused_parameters", False))
+        self.ddp = DistributedDataParallel(_StepModule(self.model), device_ids=ids,
+                                           find_unused_parameters=unused)
         return self.ddp
 
     def _restore(self) -> None:

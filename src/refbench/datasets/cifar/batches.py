@@ -8,7 +8,7 @@ the meta file holds the class names (`label_names`, and `num_cases_per_batch` = 
 CIFAR-100 `fine_label_names`, `coarse_label_names`).
 
 Unpickling runs whatever a pickle names, so these files are read with the restricted
-unpickler of `refbench.datasets.product1m.features` (builtins and numpy arrays only, any
+unpickler of `refbench.safe_pickle` (builtins and numpy arrays only, any
 other global refused before it is looked up), with `encoding="latin1"` so Python 2 byte
 strings (the pixel buffer included) load as numpy expects.
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from refbench.datasets.product1m.features import RefusedPickle, SafeUnpickler
 from refbench.errors import RefbenchError
+from refbench.safe_pickle import RefusedPickle, SafeUnpickler
 
 SIDE = 32
 PIXELS = 3 * SIDE * SIDE  # 3,072 values per image

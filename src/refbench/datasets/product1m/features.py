@@ -21,10 +21,10 @@ missing ids), so items are joined to records by `image_id`. The ViLBERT reader's
 dict record with the TSV field names, keyed by image id, with a `keys` entry) is read too.
 
 Safety: the records are pickles, and unpickling runs whatever a pickle names. They are
-read with `SafeUnpickler`, which resolves only the globals that numpy arrays, numpy
-scalars and dtypes need (plus `_codecs.encode`, which protocol-2 pickles use for bytes):
-a record that names anything else (`os.system`, `builtins.eval`, ...) is refused with a
-`RefbenchError` before anything it names is looked up.
+read with `refbench.safe_pickle.SafeUnpickler`, which resolves only the globals that
+numpy arrays, numpy scalars and dtypes need (plus `_codecs.encode`, which protocol-2
+pickles use for bytes): a record that names anything else (`os.system`, `builtins.eval`,
+...) is refused with a `RefbenchError` before anything it names is looked up.
 """
 
 from __future__ import annotations
@@ -32,9 +32,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import importlib
-import io
-import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +40,7 @@ from typing import Any, Self
 import numpy as np
 
 from refbench.errors import RefbenchError, require
+from refbench.safe_pickle import RefusedPickle, SafeUnpickler, safe_loads  # noqa: F401 (kept importable here)
 
 FEATURE_DIM = 2048
 MAX_BOXES = 36
@@ -51,74 +49,6 @@ FEATURE_FOLDERS = (".", "lmdb_features")
 #: entries that hold the key list rather than a record (tensorpack, ViLBERT)
 META_KEYS = (b"__keys__", b"keys")
 LIST_FIELDS = ("features", "boxes", "num_boxes", "image_h", "image_w", "image_id")
-
-
-class RefusedPickle(pickle.UnpicklingError):
-    """A pickle named a global outside the allow-list (`what`, e.g. `global os.system`)."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"refused {what}")
-        self.what = what
-
-
-class _NdarrayToken:
-    """Stands for `numpy.ndarray` in a record: accepted as the type `_reconstruct` builds,
-    but not callable, so a pickle cannot allocate an array of any shape it likes."""
-
-
-_NDARRAY = _NdarrayToken()
-
-
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    """The only globals a record's pickle may name, under numpy 1.x and 2.x module names:
-    what numpy's own pickles of arrays, scalars and dtypes use (protocols 2-5), and
-    `_codecs.encode` for latin-1 only (protocol 2 writes bytes with it)."""
-    try:
-        multiarray = importlib.import_module("numpy._core.multiarray")
-        numeric = importlib.import_module("numpy._core.numeric")
-    except ImportError:  # pragma: no cover - numpy 1.x
-        multiarray = importlib.import_module("numpy.core.multiarray")
-        numeric = importlib.import_module("numpy.core.numeric")
-
-    def reconstruct(subtype: Any, shape: Any, code: Any) -> np.ndarray:
-        if subtype is not _NDARRAY or shape != (0,):
-            raise RefusedPickle("_reconstruct call other than numpy's own (ndarray, (0,))")
-        return multiarray._reconstruct(np.ndarray, (0,), code)
-
-    def latin1(text: str, encoding: str = "utf-8") -> bytes:
-        if encoding not in ("latin1", "latin-1"):
-            raise RefusedPickle(f"_codecs.encode to {encoding!r}")
-        return text.encode("latin-1")
-
-    names: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): latin1}
-    for package in ("numpy.core", "numpy._core"):  # numpy 1.x wrote numpy.core names
-        names[(f"{package}.multiarray", "_reconstruct")] = reconstruct
-        names[(f"{package}.multiarray", "scalar")] = multiarray.scalar
-        names[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
-    return names
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """An unpickler that builds only plain values and numpy arrays: `find_class` answers
-    from a fixed allow-list and refuses every other global; persistent ids are refused."""
-
-    allowed: dict[tuple[str, str], Any] = _numpy_globals()
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self.allowed[(module, name)]
-        except KeyError:
-            raise RefusedPickle(f"global {module}.{name}") from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise RefusedPickle("persistent id")
-
-
-def safe_loads(data: bytes) -> Any:
-    """Unpickle `data` with `SafeUnpickler` (raises `pickle.UnpicklingError` subclasses)."""
-    return SafeUnpickler(io.BytesIO(data)).load()
 
 
 @dataclass
