@@ -8,6 +8,7 @@ INDEX: dict[str, dict[str, str]] = {
         'pinas': 'refbench.baselines.nas.pinas.baseline:PinasClassifier',
         'pinas-supernet': 'refbench.baselines.nas.pinas.baseline:PinasSupernet',
         'pyramid': 'refbench.baselines.det3d.pyramid_rcnn:PyramidRCNN',
+        'scale': 'refbench.baselines.retrieval.scale.baseline:Scale',
         'second': 'refbench.baselines.det3d.second:Second',
         'votr': 'refbench.baselines.det3d.votr:VoTr',
     },

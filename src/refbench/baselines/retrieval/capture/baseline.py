@@ -11,7 +11,9 @@ splits.
 
 Nothing is downloaded: the official recipe starts from bert-base-chinese, here the
 WordPiece vocabulary is built from the training titles (BERT's normalizer splits CJK
-characters, so every character seen becomes a token) and weights start random.
+characters, so every character seen becomes a token) and weights start random, or the
+text stream starts from all-MiniLM-L6-v2 with its own tokenizer (`text_init: minilm`, the
+`models` extra; `retrieval/text_init.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from refbench.baselines.retrieval.capture.model import CaptureConfig, CaptureMod
 from refbench.baselines.retrieval.capture.pretext import TokenIds, pretext_losses
 from refbench.baselines.retrieval.regions import ItemFeatures, collate_regions
 from refbench.baselines.retrieval.embedding import embed_features, rank_gallery
+from refbench.baselines.retrieval.text_init import (force_text_shape, install_tokenizer,
+                                                    load_minilm_tower)
 from refbench.config import from_dict
 from refbench.errors import RefbenchError
 from refbench.io import atomic_write_json
@@ -45,6 +49,10 @@ MODEL_CONFIG = "model_config.json"
 TASK_TYPE = "retrieval"
 #: items per batch when the model embeds the gallery itself
 GALLERY_BATCH = 64
+#: where MiniLM's weights go in `CaptureModel` (`text_init.load_minilm_tower`)
+MINILM_TARGETS = {"word_embeddings": "word_embeddings",
+                  "position_embeddings": "position_embeddings",
+                  "token_type_embeddings": "token_type_embeddings", "LayerNorm": "text_norm"}
 
 
 def check_task(spec: "BenchmarkSpec") -> None:
@@ -83,6 +91,7 @@ class Capture(Baseline):
     @classmethod
     def validate_config(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec") -> CaptureConfig:
         cfg = from_dict(CaptureConfig, dict(model_cfg), prefix="model")
+        cfg = force_text_shape(cfg, cfg.text_init)
         check_config(cfg)
         check_task(spec)
         return cfg
@@ -102,9 +111,15 @@ class Capture(Baseline):
         run_dir = Path(run_dir)
         tok_dir = run_dir / TOKENIZER_DIR
         if not tok_dir.exists():
-            train_wordpiece(iter(titles(train_rows)), cfg.vocab_size, cfg.lowercase, tok_dir)
+            if cfg.text_init == "minilm":
+                install_tokenizer(tok_dir)
+            else:
+                train_wordpiece(iter(titles(train_rows)), cfg.vocab_size, cfg.lowercase, tok_dir)
         atomic_write_json(run_dir / MODEL_CONFIG, asdict(cfg))
-        return cls(cfg, AutoTokenizer.from_pretrained(str(tok_dir)), spec)
+        model = cls(cfg, AutoTokenizer.from_pretrained(str(tok_dir)), spec)
+        if cfg.text_init == "minilm":
+            load_minilm_tower(model.model, MINILM_TARGETS, "text_layers")
+        return model
 
     @classmethod
     def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",

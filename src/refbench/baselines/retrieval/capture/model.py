@@ -27,6 +27,11 @@ The retrieval feature is the fused first-token output of each modality (`pooled_
 as `Capture_IT_ForClassification` does (or multiplied, `embedding: mul`, ViLBERT's
 `fusion_method`), then L2-normalised so that inner product is cosine similarity.
 
+`text_init: minilm` (`retrieval/text_init.py`) starts the text stream from the real
+all-MiniLM-L6-v2 weights (its shape forced to 384 wide); when that differs from
+`v_hidden_size`, a learned linear map projects the text sequence into the co-transformer's
+width, the only module the official network does not have.
+
 Left out, because the official forward never uses their outputs: the per-co-layer
 `q_dense1` / `q_dense2` projections of `BertBiOutput` and `CrossModel`'s pooler (3.74M
 parameters: the official module tree holds 151.94M, its forward uses the 148.19M here).
@@ -86,6 +91,8 @@ class CaptureConfig:
     # inputs: a WordPiece vocabulary built from the training titles, 36 tokens, 36 regions
     vocab_size: int = 21128
     lowercase: bool = True
+    #: `minilm`: the text stream starts from all-MiniLM-L6-v2 (`retrieval/text_init.py`)
+    text_init: Literal["none", "minilm"] = "none"
     max_length: int = 36
     max_regions: int = 36
     # pretext tasks (loss = mlm_weight * MLM + mrm_weight * MRM + clr_weight * CLR)
@@ -106,7 +113,9 @@ def check_config(cfg: CaptureConfig) -> None:
     for width, heads, key in ((cfg.hidden_size, cfg.num_attention_heads, "hidden_size"),
                               (cfg.v_hidden_size, cfg.v_num_attention_heads, "v_hidden_size"),
                               (cfg.bi_hidden_size, cfg.bi_num_attention_heads, "bi_hidden_size"),
-                              (cfg.hidden_size, cfg.co_num_attention_heads, "hidden_size")):
+                              (cfg.hidden_size, cfg.co_num_attention_heads, "hidden_size"),
+                              (cfg.v_hidden_size, cfg.co_num_attention_heads,
+                               "co_num_attention_heads")):
         if heads < 1 or width % heads:
             raise RefbenchError(f"{width} is not a multiple of its {heads} attention heads",
                                 key=f"model.{key}")
@@ -120,9 +129,10 @@ def check_config(cfg: CaptureConfig) -> None:
             raise RefbenchError(f"positions {ids} must increase within a stack of {layers} "
                                 f"single-stream + {len(ids)} co-attention layers",
                                 key=f"model.{key}")
-    if cfg.co_num_layers and cfg.hidden_size != cfg.v_hidden_size:
+    if cfg.co_num_layers and cfg.hidden_size != cfg.v_hidden_size and cfg.text_init == "none":
         raise RefbenchError("the co-transformer joins both streams: hidden_size must equal "
-                            "v_hidden_size", key="model.v_hidden_size")
+                            "v_hidden_size (only a MiniLM text stream is projected)",
+                            key="model.v_hidden_size")
     if cfg.max_length + cfg.max_regions + 1 > cfg.max_position_embeddings:
         raise RefbenchError(f"{cfg.max_length} tokens + {cfg.max_regions + 1} regions exceed "
                             f"max_position_embeddings {cfg.max_position_embeddings}",
@@ -291,10 +301,13 @@ class CaptureModel(nn.Module):
         self.co_layers = nn.ModuleList(CoAttentionLayer(cfg) for _ in cfg.t_biattention_id)
         self.clr_text_pooler = nn.Linear(h, bi)
         self.clr_visual_pooler = nn.Linear(vh, bi)
-        self.fusion_positions = nn.Embedding(cfg.max_position_embeddings, h)
-        self.fusion_layers = nn.ModuleList(FusionBlock(h, cfg.co_num_attention_heads)
+        # a MiniLM text stream (384-d) is projected into the co-transformer's width
+        self.text_projection = nn.Linear(h, vh) if cfg.co_num_layers and h != vh else None
+        fused_h = vh if self.text_projection is not None else h
+        self.fusion_positions = nn.Embedding(cfg.max_position_embeddings, fused_h)
+        self.fusion_layers = nn.ModuleList(FusionBlock(fused_h, cfg.co_num_attention_heads)
                                            for _ in range(cfg.co_num_layers))
-        self.text_fc = nn.Linear(h, bi)
+        self.text_fc = nn.Linear(fused_h, bi)
         self.visual_fc = nn.Linear(vh, bi)
         self.mlm_head = PredictionHead(bi, h, vocab_size)
         self.mlm_head.decoder.weight = self.word_embeddings.weight  # tied, plus its own bias
@@ -372,6 +385,8 @@ class CaptureModel(nn.Module):
         """The co-transformer over `[text; regions]` with a joint position embedding."""
         if not self.fusion_layers:
             return text, visual
+        if self.text_projection is not None:
+            text = self.text_projection(text)
         x = torch.cat([text, visual], dim=1)
         mask = additive_mask(torch.cat([text_mask, visual_mask], dim=1), x.dtype)
         x = self.dropout(x + self.fusion_positions(torch.arange(x.size(1), device=x.device)))
