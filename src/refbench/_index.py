@@ -5,6 +5,9 @@ INDEX: dict[str, dict[str, str]] = {
         'bert': 'refbench.baselines.nlp.bert:Bert',
         'capture': 'refbench.baselines.retrieval.capture.baseline:Capture',
         'efficientbert': 'refbench.baselines.nlp.efficientbert.model:EfficientBert',
+        'medical-vlbert': 'refbench.baselines.report.medical_vlbert.baseline:MedicalVLBERTBaseline',
+        'most-frequent-report': 'refbench.baselines.report.floors:MostFrequentReport',
+        'nn-report': 'refbench.baselines.report.floors:NearestNeighbourReport',
         'pinas': 'refbench.baselines.nas.pinas.baseline:PinasClassifier',
         'pinas-supernet': 'refbench.baselines.nas.pinas.baseline:PinasSupernet',
         'pyramid': 'refbench.baselines.det3d.pyramid_rcnn:PyramidRCNN',
@@ -36,6 +39,7 @@ INDEX: dict[str, dict[str, str]] = {
     },
     'demo': {
         'cola': 'refbench.baselines.nlp.demo_jobs:cola',
+        'iu_xray': 'refbench.baselines.report.demo_jobs:iu_xray',
         'kitti': 'refbench.baselines.det3d.demo_jobs:kitti',
         'mnli': 'refbench.baselines.nlp.demo_jobs:mnli',
         'mrpc': 'refbench.baselines.nlp.demo_jobs:mrpc',
