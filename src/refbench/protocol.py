@@ -159,7 +159,9 @@ def aggregate_results(results: list[Result], runs: Sequence[str] | None = None) 
         benchmark=first.benchmark, benchmark_version=first.benchmark_version, split=first.split,
         metrics={k: statistics.fmean(v) for k, v in per_seed.items()},
         directions=dict(first.directions), primary=first.primary, provenance=provenance,
-        model=model, counts=dict(first.counts),
+        model=model, counts=dict(first.counts), settings=dict(first.settings),
+        selection=None if first.selection is None else
+        {k: v for k, v in first.selection.items() if k in ("split", "key", "rule")},
         aggregate={"seeds": [int(s) for s in seeds if s is not None], "n": len(results),
                    "std": {k: _sample_std(v) for k, v in per_seed.items()},
                    "per_seed": per_seed, "runs": list(runs or [])})

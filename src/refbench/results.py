@@ -62,6 +62,12 @@ class Result:
     #: one-line warnings of the scoring (missing / extra ids, a score quantised by too few
     #: references); optional in the JSON, so older files load with none
     warnings: list[str] = field(default_factory=list)
+    #: the metric's arguments in force (the spec's, then run-time options): conventions that
+    #: change the numbers (an SSIM convention, a tokenizer, an overlap set) travel with them
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: how a trained run chose the checkpoint it scored: {split, key, rule, step}; None for
+    #: a scored file
+    selection: dict[str, Any] | None = None
 
     @property
     def primary_value(self) -> float:
@@ -82,6 +88,10 @@ class Result:
         }
         if self.aggregate is not None:  # only aggregates carry the key: single runs are unchanged
             doc["aggregate"] = self.aggregate
+        if self.settings:
+            doc["settings"] = self.settings
+        if self.selection is not None:
+            doc["selection"] = self.selection
         return doc
 
     def write(self, path: str | os.PathLike[str]) -> None:
@@ -215,6 +225,13 @@ def parse_result(data: Any, p: Path) -> Result:
     warnings = [] if warnings is None else warnings
     if not isinstance(warnings, list) or any(not isinstance(w, str) for w in warnings):
         raise _fail(p, "warnings", "expected a list of strings")
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise _fail(p, "settings", "expected a mapping of the metric's arguments")
+    selection = data.get("selection")
+    if selection is not None and (not isinstance(selection, dict)
+                                  or not isinstance(selection.get("split"), str)):
+        raise _fail(p, "selection", "expected null or {split, key, rule, step}")
     return Result(
         benchmark=bench["name"], benchmark_version=bench["version"], split=str(data["split"]),
         metrics={k: float(v) for k, v in metrics.items()}, directions=dict(directions),
@@ -226,5 +243,5 @@ def parse_result(data: Any, p: Path) -> Result:
         schema_version=SCHEMA_VERSION,
         aggregate=None if data.get("aggregate") is None else
         parse_aggregate(data["aggregate"], metrics, p),
-        warnings=list(warnings),
+        warnings=list(warnings), settings=dict(settings), selection=selection,
     )

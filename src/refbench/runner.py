@@ -219,7 +219,8 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
         fit = trainer.fit(resume=resume)
         result = None
         if dist.is_main:
-            load_model_weights(model, _best_or_last(run_dir))
+            chosen, is_best = _best_or_last(run_dir)
+            load_model_weights(model, chosen)
             preds = predict_rows(model, eval_rows, config.trainer.eval_batch_size)
             path = write_predictions(spec, preds, pred_dir / spec.submission.filename)
             result = evaluate_file(spec, path, split=eval_split, cache_dir=config.data.cache_dir,
@@ -228,6 +229,8 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
                                    metric_options=options)
             # the run's time (training and evaluation), not only the final scoring's
             result.provenance.wall_time_s = round(time.time() - started, 3)
+            result.selection = selection_of(chosen, eval_split, spec.primary,
+                                            fit.best_step if is_best else None)
             result.write(run_dir / "result.json")
         dist.barrier()
     finally:
@@ -243,13 +246,27 @@ def _primary_higher_is_better(spec: "BenchmarkSpec") -> bool:
     return metric.higher_is_better(spec.primary, entry.meta.get("higher_is_better", True)) is not False
 
 
-def _best_or_last(run_dir: Path) -> Path:
+def selection_of(chosen: Path, split: str, primary: str,
+                 best_step: int | None) -> dict[str, Any]:
+    """How the scored checkpoint was chosen, for result.json: the best `primary` on the
+    evaluation split (never the test split unless the run evaluates on it), or the last
+    checkpoint when no evaluation produced the key."""
+    if best_step is not None:
+        return {"split": split, "key": primary, "rule": f"best {primary} on {split}",
+                "step": int(best_step), "checkpoint": chosen.name}
+    return {"split": split, "key": primary, "rule": "last checkpoint (no evaluation chose one)",
+            "step": None, "checkpoint": chosen.name}
+
+
+def _best_or_last(run_dir: Path) -> tuple[Path, bool]:
+    """The best checkpoint (True) or, when no evaluation produced the primary metric, the
+    last one (False)."""
     from refbench.engine import find_checkpoint
 
     try:
-        return find_checkpoint(run_dir, "best")
+        return find_checkpoint(run_dir, "best"), True
     except RefbenchError:  # no evaluation produced the primary metric
-        return find_checkpoint(run_dir, "last")
+        return find_checkpoint(run_dir, "last"), False
 
 
 def _seed_all(seed: int) -> None:

@@ -52,6 +52,9 @@ def test_train_writes_the_run_folder(sst2_run: Path) -> None:
     assert result.benchmark == "glue-sst2" and result.primary == "accuracy"
     assert result.model is not None and result.model.recipe == "bert_tiny_glue"
     assert result.provenance.dataset_fingerprint
+    # the scored checkpoint was chosen on the evaluation split, and result.json says so
+    assert result.selection is not None and result.selection["split"] == "validation"
+    assert result.selection["key"] == "accuracy" and result.selection["step"] in (30, 60)
     # the run's wall time covers training (config.yaml is written when it starts), not only
     # the final scoring
     started = (sst2_run / "config.yaml").stat().st_mtime

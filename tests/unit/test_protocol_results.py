@@ -185,3 +185,39 @@ def test_train_protocol_end_to_end_on_synthetic_sst2(tmp_path: Path,
     (out / names[1] / "result.json").unlink()  # interrupted after its last checkpoint
     resumed = train_protocol(config, seeds=[0, 1], resume=True, progress=lambda line: None)
     assert resumed.skipped == [0] and resumed.aggregate.metrics == agg.metrics
+
+
+def test_settings_and_selection_round_trip(tmp_path) -> None:
+    """result.json keeps the metric's arguments in force and how a run chose its
+    checkpoint; files without them (older ones) still load."""
+    import json
+
+    from refbench.results import load_result
+
+    doc = {"schema_version": 1, "benchmark": {"name": "b", "version": 1}, "split": "test",
+           "metrics": {"acc": 50.0}, "directions": {"acc": "higher"}, "primary": "acc",
+           "provenance": {"refbench_version": "0", "git_commit": None,
+                          "dataset_fingerprint": None, "label_set_sha256": "x",
+                          "predictions_sha256": "y", "seed": 0, "hardware": "cpu",
+                          "wall_time_s": 1.0}}
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(doc))
+    old = load_result(plain)
+    assert old.settings == {} and old.selection is None
+    assert "settings" not in old.to_json() and "selection" not in old.to_json()
+    doc["settings"] = {"ssim_convention": "hrviton", "resolution": [1024, 768]}
+    doc["selection"] = {"split": "validation", "key": "acc", "rule": "best acc on validation",
+                        "step": 30, "checkpoint": "step-00000030"}
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps(doc))
+    again = load_result(full)
+    assert again.settings == doc["settings"] and again.selection == doc["selection"]
+    assert again.to_json()["selection"]["split"] == "validation"
+    doc["selection"] = {"key": "acc"}
+    full.write_text(json.dumps(doc))
+    import pytest
+
+    from refbench.errors import RefbenchError
+
+    with pytest.raises(RefbenchError, match="selection"):
+        load_result(full)

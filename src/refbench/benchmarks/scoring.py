@@ -201,6 +201,20 @@ class MetricOutput:
     warnings: list[str] = field(default_factory=list)
 
 
+def metric_settings(spec: BenchmarkSpec, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The metric's arguments in force (the spec's, then run-time options), as result.json
+    records them: JSON scalars and lists of scalars; anything else by its text."""
+    def plain(value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value)
+
+    merged = {**spec.metric.kwargs(), **dict(options or {})}
+    return {str(k): plain(v) for k, v in sorted(merged.items())}
+
+
 def run_metric(spec: BenchmarkSpec, preds: list[Any], refs: list[Any],
                options: Mapping[str, Any] | None = None) -> MetricOutput:
     """Run the spec's metric (with its arguments plus run-time `options`, e.g. SQuAD's
@@ -314,6 +328,7 @@ def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
         benchmark=spec.name, benchmark_version=spec.version, split=used_split,
         metrics=scored.values, directions=scored.directions, primary=spec.primary, model=model,
         counts={**check.counts, **scored.counts}, warnings=warnings,
+        settings=metric_settings(spec, metric_options),
         provenance=Provenance(
             refbench_version=__version__, git_commit=git_commit(), dataset_fingerprint=fingerprint,
             label_set_sha256=label_set_sha256(refs_map), predictions_sha256=sha256_path(pred_path),
