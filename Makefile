@@ -16,7 +16,7 @@ $(PY):
 # torch first (the CPU wheel), then the package under the constraints file so nothing moves torch.
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt "torch==2.13.*"
-	$(PIP) install -q -c constraints.txt -e ".[dev,serve,3d,retrieval,medical,detection]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,serve,3d,retrieval,medical,detection,nas]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -90,6 +90,8 @@ INDEX: dict[str, dict[str, str]] = {
     },
     'search': {
         'efficientbert': 'refbench.baselines.nlp.efficientbert.search:EfficientBertSearch',
+        'nasoa-finetune': 'refbench.baselines.nas.nasoa.search:NasoaFinetuneSearch',
+        'nasoa-zoo': 'refbench.baselines.nas.nasoa.search:NasoaZooSearch',
         'pinas': 'refbench.baselines.nas.pinas.search:PinasSearch',
     },
 }
