@@ -71,45 +71,48 @@ def score_file(benchmark: str, predictions: Path, references: Path, seed: int,
             raise ValueError("no references")
     except Exception:  # noqa: BLE001 - whatever it says may quote the hidden labels
         raise Rejected(REFERENCES_ERROR) from None
-    hidden = [predictions, predictions.parent, references]
-    try:
-        preds = _read_predictions(fmt, spec, predictions, shown_name, hidden, scratch)
-        pred_list, ref_list, counts = align(preds, refs, Path(shown_name), strict=True)
-    except RefbenchError as exc:
-        shown = exc.path if isinstance(exc, _ShownError) else shown_name
-        message = RefbenchError(exc.message, path=shown, line=exc.line, key=exc.key)
-        raise Rejected(_scrub(message.format(), hidden, shown_name)) from None
-    except (UnicodeError, ValueError, TypeError, OSError) as exc:
-        raise Rejected(f"{shown_name}: unreadable file ({type(exc).__name__})") from None
-    try:
-        parts = split_pairs(pred_list, ref_list, list(refs), seed, public_fraction)
-        public, directions = compute_metrics(spec, *parts["public"], metric_options)
-        private, _ = compute_metrics(spec, *parts["private"], metric_options)
-    except RefbenchError as exc:
-        raise Rejected(_scrub(f"{shown_name}: {exc.message}", hidden, shown_name)) from None
-    except Exception as exc:  # noqa: BLE001 - a metric choking on odd values
-        raise Rejected(f"{shown_name}: the metric could not score this file "
-                       f"({type(exc).__name__})") from None
-    return {"public": public, "private": private, "directions": directions,
-            "primary": spec.primary, "counts": counts}
+    # a folder upload stays extracted until it is scored: a format may hand the metric
+    # paths (try-on images) that are decoded only while scoring
+    with tempfile.TemporaryDirectory(prefix="refbench-upload-", dir=scratch) as upload:
+        hidden = [predictions, predictions.parent, references]
+        try:
+            preds = _read_predictions(fmt, spec, predictions, shown_name, hidden, upload)
+            pred_list, ref_list, counts = align(preds, refs, Path(shown_name), strict=True)
+        except RefbenchError as exc:
+            shown = exc.path if isinstance(exc, _ShownError) else shown_name
+            message = RefbenchError(exc.message, path=shown, line=exc.line, key=exc.key)
+            raise Rejected(_scrub(message.format(), hidden, shown_name)) from None
+        except (UnicodeError, ValueError, TypeError, OSError) as exc:
+            raise Rejected(f"{shown_name}: unreadable file ({type(exc).__name__})") from None
+        try:
+            parts = split_pairs(pred_list, ref_list, list(refs), seed, public_fraction)
+            public, directions = compute_metrics(spec, *parts["public"], metric_options)
+            private, _ = compute_metrics(spec, *parts["private"], metric_options)
+        except RefbenchError as exc:
+            raise Rejected(_scrub(f"{shown_name}: {exc.message}", hidden, shown_name)) from None
+        except Exception as exc:  # noqa: BLE001 - a metric choking on odd values
+            raise Rejected(f"{shown_name}: the metric could not score this file "
+                           f"({type(exc).__name__})") from None
+        return {"public": public, "private": private, "directions": directions,
+                "primary": spec.primary, "counts": counts}
 
 
 def _read_predictions(fmt: Any, spec: Any, predictions: Path, shown_name: str,
-                      hidden: list[Path], scratch: str | None = None) -> dict[Any, Any]:
+                      hidden: list[Path], upload: str) -> dict[Any, Any]:
     """The submission's `{id: prediction}`. A folder format's upload is a zip: it is
-    extracted into a private temporary folder (appended to `hidden`, so messages never show
-    it) that is removed once read; an error inside names the file as `<upload>/<member>`."""
+    extracted into the private temporary folder `upload` (appended to `hidden`, so messages
+    never show it), which the caller removes once the file is scored; an error inside names
+    the file as `<upload>/<member>`."""
     if not getattr(fmt, "is_folder", False):
         return fmt.read(predictions, spec)
     from refbench.leaderboard.archive import safe_extract
 
-    with tempfile.TemporaryDirectory(prefix="refbench-upload-", dir=scratch) as tmp:
-        root = Path(tmp)
-        hidden.extend([root, root.resolve()])
-        try:
-            return fmt.read(safe_extract(predictions, root, shown=shown_name), spec)
-        except RefbenchError as exc:
-            raise _inside(exc, root, shown_name) from None
+    root = Path(upload)
+    hidden.extend([root, root.resolve()])
+    try:
+        return fmt.read(safe_extract(predictions, root, shown=shown_name), spec)
+    except RefbenchError as exc:
+        raise _inside(exc, root, shown_name) from None
 
 
 class _ShownError(RefbenchError):

@@ -85,6 +85,24 @@ class SubmissionFormat(ABC):
         benchmark's prepared splits (same cache and config): a format whose references need
         more than the scored rows (a retrieval gallery) keeps it; the default ignores it."""
 
+    def references_from_release(self, root: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
+        """The references of the spec's split read straight from the dataset's official
+        release at `root`, through the builder's own parser (nothing is cached): for formats
+        whose label source is the release folder itself (a reports archive, an image tree),
+        so `--references` and a leaderboard's hidden copy may be that folder."""
+        from refbench.datasets.base import get_builder, resolve_split
+        from refbench.errors import RefbenchError
+
+        builder = get_builder(spec.dataset.name)
+        configs = builder.configs()
+        config = spec.dataset.config or (configs[0] if len(configs) == 1 else None)
+        if config is None:
+            raise RefbenchError(f"benchmark {spec.name} names no config of {spec.dataset.name} "
+                                f"(one of {', '.join(configs)})", path=root)
+        splits = builder.generate(Path(root), config)
+        stored = resolve_split(builder, spec.split, list(splits), f"{spec.dataset.name}/{config}")
+        return self.references_from_dataset(splits[stored], spec)
+
     @abstractmethod
     def read_references(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
         """Parse an official label file (or folder) into `{id: reference}`."""

@@ -356,6 +356,8 @@ class ImageClassificationFormat(SubmissionFormat):
         found = official_references(Path(path), spec)
         if found is not None:
             return found
+        if Path(path).is_dir():  # the release itself (digits, an ImageFolder tree)
+            return self.references_from_release(Path(path), spec)
         return self._file_references(Path(path), spec)
 
     def _file_references(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
@@ -491,9 +493,6 @@ def official_references(path: Path, spec: "BenchmarkSpec") -> dict[str, ClassRef
         found = _cifar_references(path, spec)
     else:
         found = None
-    if found is None and path.is_dir():
-        raise RefbenchError(f"expected a references file (id,label rows) or the official "
-                            f"label files of {spec.dataset.name}, found a folder", path=path)
     if found is not None and not found:
         raise RefbenchError("the references hold no labelled image", path=path)
     return found

@@ -304,6 +304,8 @@ class ReportsJsonFormat(SubmissionFormat):
                              cache_dir=None if cache is None else str(cache))
 
     def read_references(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
+        if Path(path).is_dir():  # the dataset's release (an R2Gen folder, the Open-i archive)
+            return self.references_from_release(Path(path), spec)
         quirks = self._quirks(spec, None)
         return {study: ReportReference(p.report, p.terms, quirks)
                 for study, p in read_reports(Path(path)).items()}
