@@ -148,7 +148,7 @@ def test_largest_default_uses_vegas_fine_tune_defaults(zoo_dir: Path) -> None:
 
 def test_online_generator_learns_from_past_tasks_and_updates(zoo_dir: Path) -> None:
     ctx = _context(zoo_dir, Budget("steps", 20))
-    online = OnlineGenerator(explore=0.0)
+    online = OnlineGenerator()
     with pytest.raises(RefbenchError, match="needs at least two past fine-tunings"):
         online.choose(ctx)
     rng = random.Random(0)

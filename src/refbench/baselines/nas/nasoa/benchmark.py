@@ -52,7 +52,7 @@ class BenchmarkConfig:
     generators: list[str] = field(default_factory=lambda: list(GENERATORS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     trials: int = 6
-    explore: float = 0.0
+    explore: float = -1.0  # the online score: mean + explore x std (-1: pessimistic)
     warmup_tasks: list[str] = field(default_factory=lambda: [
         "synthetic:easy:100", "synthetic:medium:101", "synthetic:hard:102"])
     warmup: int = 24
@@ -95,14 +95,15 @@ def warm_up(generator: Any, zoo: Any, cfg: BenchmarkConfig, budgets: list[Budget
             address: str | None) -> float:
     """The online generator's past tasks: random schedules fine-tuned on the warm-up tasks
     (jobs of the pool); returns the seconds it took."""
-    from refbench.baselines.nas.nasoa.generators import Context, random_schedule
+    from refbench.baselines.nas.nasoa.generators import Context, warmup_schedules
     from refbench.baselines.nas.nasoa.tasks import load_task
     from refbench.engine.jobs import Job, raise_failures, run_jobs
 
     started = time.perf_counter()
     rng = random.Random(seed)
-    plan = [(cfg.warmup_tasks[k % len(cfg.warmup_tasks)], rng.choice(budgets),
-             random_schedule(rng, zoo)) for k in range(cfg.warmup)]
+    schedules = warmup_schedules(rng, zoo, cfg.warmup)
+    plan = [(cfg.warmup_tasks[k % len(cfg.warmup_tasks)], budgets[k % len(budgets)], s)
+            for k, s in enumerate(schedules)]
     jobs = [Job(f"warmup-{k}", "refbench.baselines.nas.nasoa.finetune:finetune_job",
                 dict(zoo_dir=str(zoo.folder), task=task, schedule=s.to_json(), budget=b.label,
                      seed=seed, eval_on="test"))
@@ -231,10 +232,17 @@ def _write(out: Path, zoo: Any, cfg: BenchmarkConfig, budgets: list[Budget],
             counts={"tasks": len(cfg.tasks), "budgets": len(budgets), "runs": len(mine)},
             aggregate={"seeds": list(cfg.seeds), "n": len(cfg.seeds), "std": std,
                        "per_seed": per_seed, "runs": []})
+        choices = [{k: r[k] for k in ("seed", "task", "budget", "schedule", "accuracy")}
+                   for r in mine]
+        # the setting that makes the numbers (machine, tasks, budgets, the chosen schedules)
+        # also goes into `settings`, the block a parsed Result (and so the leaderboard's
+        # self-reported row) keeps verbatim; extra provenance fields are dropped there
+        result.settings = {"machine": machine(cfg.threads), "zoo": str(zoo.folder),
+                           "tasks": list(cfg.tasks), "budgets": [b.label for b in budgets],
+                           "choices": choices}
         doc = result.to_json()
         doc["provenance"].update(machine=machine(cfg.threads), zoo=str(zoo.folder),
-                                 choices=[{k: r[k] for k in ("seed", "task", "budget", "schedule",
-                                                             "accuracy")} for r in mine])
+                                 choices=choices)
         atomic_write_json(out / name / "result.json", doc)
         if name == cfg.generators[0]:
             atomic_write_json(out / "result.json", doc)

@@ -4,12 +4,20 @@ schedule (zoo member, learning rate, batch size); after the task, observe how it
 - `online`: NASOA's online schedule generator. An adaptive performance predictor (a
   Gaussian process over task features, model features and hyper-parameters, the budget
   entering through the steps and epochs it buys for that model) scores every candidate of
-  a grid and the best predicted one (mean + `explore` x std; default 0: the predicted
-  best, as a schedule is chosen to be used, not to learn from) is chosen; it trains no
-  candidate, so choosing costs milliseconds. It is refitted after every task on all it
-  has observed. Its history starts from `warmup` fine-tunings of random schedules on
-  warm-up tasks (never the benchmark's tasks), the "past tasks" of the paper; their cost
-  is reported separately as a one-off.
+  a grid and the best-scored one is chosen; it trains no candidate, so choosing costs
+  milliseconds. It is refitted after every task on all it has observed. Its history
+  starts from `warmup` fine-tunings on warm-up tasks (never the benchmark's tasks), the
+  "past tasks" of the paper, their schedules spread evenly over the grid
+  (`warmup_schedules`); their cost is reported separately as a one-off.
+
+  Why the predictor is built as it is (a first version, a plain GP on accuracies ranked
+  by its mean, extrapolated to the learning-rate edges with predictions above 100%):
+  the GP models the *logit* of accuracy, so every prediction maps back into (0, 100);
+  candidates are ranked by a pessimistic score, mean + `explore` x std with explore -1
+  by default (a lower confidence bound: a schedule is chosen to be used, not to learn
+  from, so a region the history barely covers must not win on an optimistic guess);
+  the kernel's length scales are bounded below by half a standard deviation of each
+  standardised feature, so 24-40 noisy points cannot be fitted by spikes.
 - `random`, `hyperband`, `bohb`: per-task searches through optuna (random sampler; random
   sampler + Hyperband pruner; multivariate TPE + Hyperband pruner, the BOHB recipe), each
   trial a fine-tuning under the task's budget on 4/5 of the training split scored on the
@@ -43,6 +51,12 @@ BATCH_SIZES = (16, 32, 64)
 DEFAULT_LR = 0.003
 #: the online generator's learning rates: 9 log-spaced values over LR_RANGE
 LR_GRID = tuple(round(LR_RANGE[0] * (LR_RANGE[1] / LR_RANGE[0]) ** (k / 8), 6) for k in range(9))
+#: the online generator's default score: mean - 1 std (a lower confidence bound)
+PESSIMISM = -1.0
+#: accuracies are modelled as logit(p), p clipped to [ACC_FLOOR, 1 - ACC_FLOOR]
+ACC_FLOOR = 0.005
+#: the smallest kernel length scale, in standard deviations of a standardised feature
+MIN_LENGTH_SCALE = 0.5
 
 
 @dataclass
@@ -95,26 +109,44 @@ def features(ctx_features: dict[str, float], train_size: int, member: Member, lr
             math.log(steps), math.log(steps * batch / max(1, train_size))]
 
 
+def to_logit(accuracy: float) -> float:
+    """Percent accuracy -> the predictor's target, logit(p) with p kept off 0 and 1."""
+    p = min(max(accuracy / 100.0, ACC_FLOOR), 1.0 - ACC_FLOOR)
+    return math.log(p / (1.0 - p))
+
+
+def from_logit(value: Any) -> Any:
+    """The predictor's output -> percent accuracy, always inside (0, 100) (numpy-aware)."""
+    import numpy as np
+
+    return 100.0 / (1.0 + np.exp(-np.asarray(value, dtype=float)))
+
+
 class OnlineGenerator(ScheduleGenerator):
     """NASOA's online generator (module doc)."""
 
     name = "online"
 
-    def __init__(self, explore: float = 0.0) -> None:
+    def __init__(self, explore: float = PESSIMISM) -> None:
+        if not math.isfinite(explore):
+            raise RefbenchError(f"explore must be finite, got {explore}", key="finetune.explore")
         self.explore = explore
         self.x: list[list[float]] = []
         self.y: list[float] = []
         self._model: Any = None
 
     def add(self, x: list[float], y: float) -> None:
+        """One observation: features and the accuracy reached (percent, 0-100)."""
         if not all(math.isfinite(v) for v in [*x, y]):
             raise RefbenchError(f"a non-finite observation {x} -> {y}", key="online")
+        if not 0.0 <= y <= 100.0:
+            raise RefbenchError(f"an accuracy is a percentage in [0, 100], got {y}", key="online")
         self.x.append(x)
         self.y.append(y)
         self._model = None
 
     def fit(self) -> Any:
-        """The Gaussian process on every observation (standardised features)."""
+        """The Gaussian process on every observation (standardised features, logit targets)."""
         import numpy as np
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.gaussian_process import GaussianProcessRegressor
@@ -126,28 +158,38 @@ class OnlineGenerator(ScheduleGenerator):
             raise RefbenchError("the online generator needs at least two past fine-tunings; "
                                 "give it warm-up tasks (finetune.warmup)", key="online")
         kernel = ConstantKernel(1.0) * Matern(length_scale=np.ones(len(self.x[0])) * 3.0,
-                                              nu=2.5) + WhiteKernel(1e-2)
+                                              length_scale_bounds=(MIN_LENGTH_SCALE, 1e3),
+                                              nu=2.5) + WhiteKernel(1e-1, (1e-3, 1e1))
         gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=0,
                                       random_state=0)
         with warnings.catch_warnings():  # bounds reached on a few points: expected, harmless
             warnings.simplefilter("ignore", ConvergenceWarning)
-            self._model = make_pipeline(StandardScaler(), gp).fit(np.asarray(self.x),
-                                                                  np.asarray(self.y))
+            self._model = make_pipeline(StandardScaler(), gp).fit(
+                np.asarray(self.x), np.asarray([to_logit(v) for v in self.y]))
         return self._model
+
+    def predict(self, x: Any) -> tuple[Any, Any, Any]:
+        """Predicted accuracy (percent, in (0, 100)), its pessimistic score and the std on
+        the logit scale, for rows of features."""
+        import numpy as np
+
+        model = self._model or self.fit()
+        mean, std = model[1].predict(model[0].transform(np.asarray(x)), return_std=True)
+        score = mean + self.explore * std
+        return from_logit(mean), score, std
 
     def choose(self, ctx: Context) -> Choice:
         import numpy as np
 
-        model = self._model or self.fit()
         grid = [(m, lr, b) for m in ctx.zoo.members for lr in LR_GRID for b in BATCH_SIZES]
-        x = np.asarray([features(ctx.features, ctx.train_size, m, lr, b, ctx.budget)
-                        for m, lr, b in grid])
-        scaler, gp = model[0], model[1]
-        mean, std = gp.predict(scaler.transform(x), return_std=True)
-        best = int(np.argmax(mean + self.explore * std))
+        x = [features(ctx.features, ctx.train_size, m, lr, b, ctx.budget) for m, lr, b in grid]
+        accuracy, score, std = self.predict(x)
+        best = int(np.argmax(score))
         member, lr, batch = grid[best]
         return Choice(Schedule(member.name, lr, batch), 0,
-                      {"predicted": float(mean[best]), "std": float(std[best]),
+                      {"predicted": round(float(accuracy[best]), 3),
+                       "pessimistic": round(float(from_logit(score[best])), 3),
+                       "logit_std": round(float(std[best]), 4),
                        "history": len(self.y), "grid": len(grid)})
 
     def observe(self, ctx: Context, schedule: Schedule, accuracy: float) -> None:
@@ -272,7 +314,7 @@ def _pruned_run(zoo_dir: str, task: str, schedule: Schedule, budget: Budget, see
 GENERATORS = ("online", "random", "hyperband", "bohb", "largest-default")
 
 
-def make_generator(name: str, trials: int = 8, explore: float = 0.0) -> ScheduleGenerator:
+def make_generator(name: str, trials: int = 8, explore: float = PESSIMISM) -> ScheduleGenerator:
     """A generator by name (`GENERATORS`)."""
     if name == "online":
         return OnlineGenerator(explore)
@@ -286,6 +328,25 @@ def make_generator(name: str, trials: int = 8, explore: float = 0.0) -> Schedule
         return OptunaGenerator(name, "tpe", "hyperband", trials)
     raise RefbenchError(f"unknown schedule generator {name!r} (known: {', '.join(GENERATORS)})",
                         key="generators")
+
+
+def warmup_schedules(rng: random.Random, zoo: Zoo, count: int) -> list[Schedule]:
+    """`count` warm-up schedules spread evenly over the online generator's grid: each
+    learning rate of `LR_GRID`, member and batch size appears equally often (to within
+    one), in shuffled pairings. Uniform draws leave the grid's edges with one or two
+    points among 24, exactly where the first predictor extrapolated; a balanced design
+    gives every value the predictor will score its share of evidence."""
+    def cycle(values: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        while len(out) < count:
+            block = list(values)
+            rng.shuffle(block)
+            out.extend(block)
+        return out[:count]
+
+    members = cycle([m.name for m in zoo.members])
+    return [Schedule(m, lr, b) for m, lr, b in zip(members, cycle(list(LR_GRID)),
+                                                  cycle(list(BATCH_SIZES)))]
 
 
 def random_schedule(rng: random.Random, zoo: Zoo) -> Schedule:
