@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from refbench.demo import run_demo
+from refbench.demo import demo_names, run_demo
 from refbench.leaderboard.db import LeaderboardDB
 
 
@@ -48,3 +48,14 @@ def test_demo_3d_part_records_a_verified_folder_submission(tmp_path: Path) -> No
     subs = board.submissions()
     assert [s["status"] for s in subs] == ["scored", "scored"]
     assert {s["filename"] for s in subs} == {"label_2.zip"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", demo_names(default_only=True))
+def test_every_default_demo_job_runs_end_to_end(tmp_path: Path, task: str) -> None:
+    """Each family's default demo job synthesizes, prepares, trains (3 steps), scores its
+    dev predictions from the written file and its rival, and the board verifies both."""
+    (row,) = run_demo(tmp_path / "demo", [task], size_factor=0.5, max_steps=3)
+    assert row["task"] == task and row["steps"] == 3
+    board = LeaderboardDB.at(tmp_path / "demo" / "leaderboard.sqlite")
+    assert not board.submissions(status="failed")
