@@ -18,6 +18,8 @@ INDEX: dict[str, dict[str, str]] = {
         'scale': 'refbench.baselines.retrieval.scale.baseline:Scale',
         'second': 'refbench.baselines.det3d.second:Second',
         'votr': 'refbench.baselines.det3d.votr:VoTr',
+        'was-vton': 'refbench.baselines.tryon.wasvton.baseline:WasVton',
+        'was-vton-supernet': 'refbench.baselines.tryon.wasvton.baseline:WasVtonSupernet',
     },
     'dataset': {
         'cifar10': 'refbench.datasets.cifar.builder:Cifar10Builder',
@@ -99,5 +101,6 @@ INDEX: dict[str, dict[str, str]] = {
         'nasoa-finetune': 'refbench.baselines.nas.nasoa.search:NasoaFinetuneSearch',
         'nasoa-zoo': 'refbench.baselines.nas.nasoa.search:NasoaZooSearch',
         'pinas': 'refbench.baselines.nas.pinas.search:PinasSearch',
+        'was-vton': 'refbench.baselines.tryon.wasvton.search:WasVtonSearch',
     },
 }

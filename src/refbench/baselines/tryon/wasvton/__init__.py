@@ -1,0 +1,6 @@
+"""WAS-VTON (ACM MM 2021) re-implemented: its NAS-Warping and NAS-Fusion search spaces
+(`space.py`), the one-shot supernet and the fixed networks (`supernet.py`), the registered
+baselines `was-vton-supernet` and `was-vton` (`baseline.py`) and `refbench search
+was-vton` (`search.py`). The official repository is empty; each module says which details
+come from the paper and which are refbench's.
+"""
