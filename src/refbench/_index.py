@@ -51,6 +51,7 @@ INDEX: dict[str, dict[str, str]] = {
         'mpv3d': 'refbench.baselines.tryon.demo_jobs:mpv3d',
         'mrpc': 'refbench.baselines.nlp.demo_jobs:mrpc',
         'nasoa': 'refbench.baselines.nas.nasoa.demo_jobs:nasoa',
+        'pinas': 'refbench.baselines.nas.demo_jobs:pinas',
         'product1m': 'refbench.baselines.retrieval.demo_jobs:product1m',
         'qnli': 'refbench.baselines.nlp.demo_jobs:qnli',
         'qqp': 'refbench.baselines.nlp.demo_jobs:qqp',
@@ -101,6 +102,7 @@ INDEX: dict[str, dict[str, str]] = {
         'nasoa-finetune': 'refbench.baselines.nas.nasoa.search:NasoaFinetuneSearch',
         'nasoa-zoo': 'refbench.baselines.nas.nasoa.search:NasoaZooSearch',
         'pinas': 'refbench.baselines.nas.pinas.search:PinasSearch',
+        'pinas-ranking': 'refbench.baselines.nas.pinas.ranking:PinasRankingSearch',
         'was-vton': 'refbench.baselines.tryon.wasvton.search:WasVtonSearch',
     },
 }

@@ -4,4 +4,5 @@ path-wise mean teacher, searched LaNAS-style with linear-probe fitness.
 space.py (architecture codes), model.py (supernet, sub-networks), augment.py (MoCo v2
 views in torch), moco.py (training, SPOS switch), fitness.py (BN recalibration + probe),
 lanas.py (the learned-partition search), search.py (`refbench search pinas`),
+ranking.py (the ranking-consistency client, `refbench search pinas-ranking`),
 baseline.py (`pinas-supernet`, `pinas`), recipes/."""

@@ -33,6 +33,7 @@ from refbench.baselines.nas.pinas.moco import (VIEWS, Method, MocoConfig, Supern
                                                check_moco, numpy_rng)
 from refbench.config import from_dict
 from refbench.errors import RefbenchError
+from refbench.evaluation.image_classification import TOP_K
 from refbench.io import atomic_write_json
 from refbench.registry import BASELINES
 
@@ -169,8 +170,11 @@ class _ImageBaseline(Baseline):
 
     @torch.no_grad()
     def predict(self, batch: Mapping[str, Any]) -> list[Prediction]:
-        pred = self.logits(batch["images"]).argmax(dim=1).tolist()
-        return [Prediction(i, int(p)) for i, p in zip(batch["ids"], pred)]
+        """The classes ranked best first, at most `TOP_K` of them (the image_classification
+        format's ranked labels: top-1 from the first, top-5 from all five)."""
+        logits = self.logits(batch["images"])
+        ranked = logits.topk(min(TOP_K, logits.shape[1]), dim=1).indices.tolist()
+        return [Prediction(i, [int(c) for c in r]) for i, r in zip(batch["ids"], ranked)]
 
     def logits(self, images: Tensor) -> Tensor:
         raise NotImplementedError

@@ -112,56 +112,75 @@ def _undecoded() -> Any:
     return hf.Image(decode=False)
 
 
+class SupernetScorer:
+    """A trained supernet ready to score architectures: the data cut (`_Data`), the shared
+    probe trained once (official) or none (`per_arch`), then `score(code)` = BN
+    recalibration of the path + probe top-1 on the held-out rows. Used by the search and
+    by the ranking benchmark (`ranking.py`), so both score an architecture the same way."""
+
+    def __init__(self, supernet_run: str | Path, cfg: PinasSearchConfig, *,
+                 benchmark: str | None = None, cache_dir: str | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        from refbench.registry import get_spec
+        from refbench.runner import load_rows, load_run_config
+
+        say = progress or (lambda _line: None)
+        self.cfg = cfg
+        self.model = load_supernet(Path(supernet_run))
+        self.run = load_run_config(Path(supernet_run))
+        if benchmark is not None and \
+                get_spec(benchmark).dataset != get_spec(self.run.benchmark).dataset:
+            raise RefbenchError(f"the supernet was trained on {self.run.benchmark}, not on the "
+                                f"dataset of {benchmark}", path=supernet_run)
+        self.spec = get_spec(benchmark or self.run.benchmark)
+        if cache_dir is not None:
+            self.run.data.cache_dir = cache_dir
+        rows, _ = load_rows(self.spec, self.run.data.train_split or self.spec.train_split, self.run)
+        self.net = self.model.learner.supernet
+        self.data = data = _Data(rows, self.model.image.size, self.model.image.eval_resize, cfg)
+        torch.manual_seed(cfg.seed)
+        self.calib = data.batches(data.calib, train=True, cycle=True)
+        self.heldout = data.batches(data.heldout, train=False)
+        self.head = None
+        if cfg.fitness.probe == "shared":
+            say(f"training the shared linear probe ({cfg.fitness.probe_epochs} epochs on "
+                f"{len(data.train)} rows, a random path per batch)")
+            self.head = train_shared_probe(self.net, data.batches(data.train, train=True),
+                                           self.model.learner.classifier.out_features,
+                                           cfg.fitness, torch.Generator().manual_seed(cfg.seed))
+
+    def score(self, code: Sequence[int]) -> float:
+        """Held-out probe top-1 (percent) of `code` after BN recalibration."""
+        with torch.no_grad():
+            return fitness(self.net, tuple(code), self.calib, self.heldout, self.cfg.fitness,
+                           self.head, probe_train=self.data.batches(self.data.train, train=False))
+
+
 def search(supernet_run: str | Path, out: str | Path, overrides: Sequence[str] = (), *,
            benchmark: str | None = None, cache_dir: str | None = None,
            progress: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Search the supernet of `supernet_run`; write the results under `out`; the summary."""
-    from refbench.registry import get_spec
-    from refbench.runner import load_rows, load_run_config
-
     started = time.time()
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RefbenchError("output exists and is not a folder", path=out)
     cfg = _parse(overrides)
     say = progress or (lambda _line: None)
-    model = load_supernet(Path(supernet_run))
-    run = load_run_config(Path(supernet_run))
-    if benchmark is not None and get_spec(benchmark).dataset != get_spec(run.benchmark).dataset:
-        raise RefbenchError(f"the supernet was trained on {run.benchmark}, not on the dataset of "
-                            f"{benchmark}", path=supernet_run)
-    spec = get_spec(benchmark or run.benchmark)
-    if cache_dir is not None:
-        run.data.cache_dir = cache_dir
-    rows, _ = load_rows(spec, run.data.train_split or spec.train_split, run)
-    net = model.learner.supernet
-    data = _Data(rows, model.image.size, model.image.eval_resize, cfg)
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        torch.manual_seed(cfg.seed)
-        calib = data.batches(data.calib, train=True, cycle=True)
-        heldout = data.batches(data.heldout, train=False)
-        probe_rows = data.batches(data.train, train=True)
-        head = None
-        if cfg.fitness.probe == "shared":
-            say(f"search: training the shared linear probe ({cfg.fitness.probe_epochs} epochs "
-                f"on {len(data.train)} rows, a random path per batch)")
-            head = train_shared_probe(net, probe_rows, model.learner.classifier.out_features,
-                                      cfg.fitness, torch.Generator().manual_seed(cfg.seed))
+        scorer = SupernetScorer(supernet_run, cfg, benchmark=benchmark, cache_dir=cache_dir,
+                                progress=lambda line: say(f"search: {line}"))
+        net, data, model, run, spec = (scorer.net, scorer.data, scorer.model, scorer.run,
+                                       scorer.spec)
         lanas = LanasSearch(net.space, cfg.lanas, cfg.seed)
-
-        def score(code: tuple[int, ...]) -> float:
-            with torch.no_grad():
-                return fitness(net, code, calib, heldout, cfg.fitness, head,
-                               probe_train=data.batches(data.train, train=False))
 
         def show(entry: Scored, count: int) -> None:
             say(f"[{count}/{cfg.lanas.max_samples}] {entry.source:6s} "
                 f"{net.space.format(entry.code)}  fitness {entry.fitness:.2f}")
 
-        scored = lanas.run(score, show)
+        scored = lanas.run(scorer.score, show)
     finally:
         torch.set_num_threads(threads)
     best = lanas.best()
@@ -187,16 +206,47 @@ def search(supernet_run: str | Path, out: str | Path, overrides: Sequence[str] =
     return summary
 
 
+def retrain_recipe(net: Any, benchmark: str) -> str | None:
+    """The shipped `pinas` recipe whose network shape equals the supernet's (`model.net`),
+    preferring one made for `benchmark` (`pinas_tiny_digits` for the tiny digits supernet,
+    `pinas_cls_imagenet-val` for the ResNeSt-50 one): its trainer settings retrain the
+    searched code. None when no shipped recipe has that shape."""
+    from refbench.config import load_recipe
+    from refbench.registry import RECIPES
+
+    shape = asdict(net)
+    fitting = []
+    for name in RECIPES.list("pinas_*"):
+        try:
+            data = load_recipe(name)
+        except RefbenchError:
+            continue
+        theirs = data.get("model", {}).get("net", {})
+        if data.get("baseline") == "pinas" and "image-classification" in data.get("tasks", []) \
+                and {k: theirs.get(k, v) for k, v in shape.items()} == shape:
+            fitting.append(name)
+    fitting.sort(key=lambda n: (not n.endswith(f"_{benchmark}"), n))
+    return fitting[0] if fitting else None
+
+
 def _recipe(supernet_recipe: str | None, net: Any, arch: str, summary: Mapping[str, Any]) -> str:
     import yaml
 
-    body = {"baseline": "pinas", "tasks": ["image-classification"],
-            "model": {"arch": arch, "net": asdict(net)}}
+    from refbench.config import load_recipe
+
+    base = retrain_recipe(net, summary["benchmark"])
+    # the shipped recipe's settings written out in full (a recipe's base may not have a base)
+    body = load_recipe(base) if base else {}
+    body.pop("recipe", None)
+    body.update({"baseline": "pinas", "tasks": ["image-classification"]})
+    body["model"] = {**body.get("model", {}), "arch": arch, "net": asdict(net)}
     head = [f"# Searched by `refbench search pinas` on {summary['benchmark']} from the "
             f"supernet {summary['supernet_run']} (recipe {supernet_recipe}),",
             f"# method {summary['method']}, seed {summary['seed']}: held-out probe top-1 "
             f"{summary['chosen']['fitness']:.2f}.",
-            "# Add trainer settings (or --recipe-compatible --set items) to retrain it."]
+            f"# Settings of the shipped recipe {base}, model.arch the searched code:" if base else
+            "# No shipped recipe has this shape: add trainer: settings to retrain it.",
+            f"#   refbench train pinas --benchmark {summary['benchmark']} --recipe THIS_FILE"]
     return "\n".join(head) + "\n" + yaml.safe_dump(body, sort_keys=False)
 
 
