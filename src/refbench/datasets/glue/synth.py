@@ -84,6 +84,8 @@ NEUTRAL_TAILS = ["because it was needed", "for the first time", "after a long ar
                  "to surprise a friend", "while it was raining", "for a large reward"]
 GENRES_M = ["fiction", "government", "slate", "telephone", "travel"]
 GENRES_MM = ["facetoface", "letters", "nineeleven", "oup", "verbatim"]
+#: share of SST-2 reviews whose main clause is negated (the label flips the adjectives')
+SST2_NEGATED = 0.3
 COLA_SOURCES = ["gj04", "bc01", "ks08", "c_13", "r-67", "w_80", "ad03", "m_02"]
 
 
@@ -148,13 +150,20 @@ def _write(path: Path, rows: list[list[str]], header: list[str] | None = None,
 
 # -- one generator per task: (rng, count) -> rows of (texts..., label) -------------------
 def _sst2(rng: random.Random, count: int) -> list[tuple]:
+    """A review whose main clause carries the label. In a share `SST2_NEGATED` of them the
+    main clause is negated ("is not very dull" is positive): the label is then an
+    interaction of two words, which a bag of words cannot express (real SST-2 is full of
+    negation), so small models do not all reach 100% at once and architectures differ."""
     out = []
     for label in _balanced(rng, count, [1, 1]):
         good, bad = (POSITIVE, NEGATIVE) if label else (NEGATIVE, POSITIVE)
         part, other = rng.sample(FILM_PARTS, 2)
-        words = ["the", part, "is", rng.choice(INTENSIFIERS), rng.choice(good)]
+        negated = rng.random() < SST2_NEGATED
+        head = bad if negated else good
+        words = ["the", part, "is", *(["not"] if negated else []), rng.choice(INTENSIFIERS),
+                 rng.choice(head)]
         if rng.random() < 0.6:
-            words += ["and", rng.choice(good)]
+            words += ["and", rng.choice(head)]
         if rng.random() < 0.5:  # a weaker contrasting clause, as in real reviews
             words += [",", "though", "the", other, "is", rng.choice(bad + good)]
         else:
