@@ -1,13 +1,16 @@
 """SCALE end to end on a synthesized M5Product (400 training items, 160 coarse gallery items,
 40 coarse queries): `refbench train scale --benchmark m5product-coarse-retrieval --recipe
-scale_tiny_m5product` pretrains on all five modalities, ranks the gallery for every query,
-writes SCALE's ranked-list file and scores it; the trained model (its best checkpoint)
-beats a random ranking by a wide margin, and the same network before training on the
-primary mAP@1. (Summed raw features already rank well untrained: on mAP@10 the untrained
-network is about level with the trained one, 48.2 vs 46.5 in one measured run; 40 queries
-move every key by 2.5 points, so the margin over it is not pinned.)
-`refbench predict` rebuilds it and ranks the fine-grained queries against their own
-gallery."""
+scale_tiny_m5product` pretrains on all five modalities (300 steps, 1-3 min on 2 cores),
+ranks the gallery for every query, writes SCALE's ranked-list file and scores it. The
+synthetic media carry capture setups that hide the product from raw features (see
+`datasets/m5product/synth.py`), so the same network before training ranks barely above a
+random ranking and training must learn to ignore them: the trained model beats both by a
+wide margin on mAP@1 and mAP@10. Margins are set from `perf/scale_tiny.py` over seeds 0-2
+(trained 82.5-90.0 / 82.5-85.0, untrained 15.0-25.0 / 26.7-33.1, random 2.5-10.0 /
+17.6-23.0; this test is seed 0: 87.5 / 85.0, 15.0 / 26.7, 2.5 / 17.8) with room to spare
+(the smallest trained-untrained gap over those seeds is 57.5 / 49.4 points); 40 queries
+move mAP@1 by 2.5 points each. `refbench predict` rebuilds it and ranks the fine-grained
+queries against their own gallery."""
 
 from __future__ import annotations
 
@@ -34,6 +37,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 RECIPE = "scale_tiny_m5product"
 BENCHMARK = "m5product-coarse-retrieval"
 SPEC = get_spec(BENCHMARK)
+#: points (percent) the trained model must lead by, on both mAP@1 and mAP@10
+MARGIN_RANDOM, MARGIN_UNTRAINED = 40.0, 30.0
+#: the untrained network stays within this many mAP@1 points of a random ranking
+UNTRAINED_CEILING = 25.0
+#: seconds for the whole run (training + scoring), generous for a loaded shared box
+TIME_LIMIT_S = 600.0
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +97,11 @@ def test_trained_scale_beats_random_and_untrained(m5product: dict[str, Path], tr
           f"{trained_top1:.1f} / {trained_map:.1f}, untrained {untrained['mAP@1']:.1f} / "
           f"{untrained['mAP@10']:.1f}, random ranking {rand['mAP@1']:.1f} / {rand['mAP@10']:.1f}; "
           f"{result.model.params:,} parameters, {result.provenance.wall_time_s:.0f}s")
-    assert trained_map > rand["mAP@10"] + 15.0 and trained_top1 > rand["mAP@1"] + 15.0
-    assert trained_top1 > untrained["mAP@1"]
+    assert trained_map > rand["mAP@10"] + MARGIN_RANDOM and trained_top1 > rand["mAP@1"] + MARGIN_RANDOM
+    assert trained_map > untrained["mAP@10"] + MARGIN_UNTRAINED
+    assert trained_top1 > untrained["mAP@1"] + MARGIN_UNTRAINED
+    assert untrained["mAP@1"] < rand["mAP@1"] + UNTRAINED_CEILING  # raw features hide the product
+    assert result.provenance.wall_time_s < TIME_LIMIT_S
     losses = [r["loss"] for r in map(json.loads, (trained / "metrics.jsonl").read_text().splitlines())
               if r.get("loss") is not None]
     assert losses[-1] < losses[0]

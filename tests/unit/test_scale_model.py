@@ -443,3 +443,85 @@ def test_bad_tables_name_the_problem(model: Scale, splits: dict[str, Any]) -> No
     dup = splits["train"].select([0, 1, 0])
     with pytest.raises(RefbenchError, match="'t0' occurs twice"):
         model.encode(dup)
+
+
+# -- the tiny recipe and the synthetic release it learns from --------------------------------
+def test_tiny_recipe_keeps_every_task_and_scores_the_final_weights() -> None:
+    """The tiny recipe trains all six pretext tasks (masked ones at 0.2) without the
+    harmonized graph; the base recipe keeps the official switches (all at 1, graph on)."""
+    base, tiny = (load_recipe(f"scale_{v}_m5product") for v in ("base", "tiny"))
+    tasks = ("mlm", "mem", "mrm", "mfm", "mam")
+    assert base["model"]["harmonize"] is True and base["model"]["clr_weight"] == 1.0
+    assert all(base["model"][f"{t}_weight"] == 1.0 for t in tasks)
+    assert tiny["model"]["harmonize"] is False and tiny["model"]["clr_weight"] == 1.0
+    assert all(tiny["model"][f"{t}_weight"] == 0.2 for t in tasks)
+    assert (tiny["trainer"]["max_steps"], tiny["trainer"]["batch_size"],
+            tiny["trainer"]["eval_every"]) == (300, 64, 0)
+
+
+def test_harmonized_graph_is_small_off_the_diagonal_at_random_init(model: Scale,
+                                                                    splits: dict[str, Any]) -> None:
+    """Why the tiny recipe trains without the graph: from scratch the title's [CLS] is the
+    same for every item and the graph's off-diagonal weights scale the contrastive logits
+    far down (the official run starts from bert-base-chinese instead)."""
+    with torch.no_grad():
+        out = model.model(dict(batch_of(model, splits["train"])))
+    title = F.normalize(out.pooled[:, 0], dim=-1)
+    assert float((title @ title.T).min()) > 0.99
+    graph = harmonized_graph(out.pooled, out.present)
+    both = out.present[:, :, None] & out.present[:, None, :] & ~torch.eye(5, dtype=torch.bool)
+    print(f"off-diagonal graph weights: mean {float(graph[both].mean()):.3f}")
+    assert float(graph[both].mean()) < 0.3
+
+
+def _setup_similarity(nuisance: float) -> tuple[float, float]:
+    """Mean cosine of averaged video features: same category but another camera, versus
+    another category but the same camera."""
+    from refbench.datasets.m5product.synth import Catalogue
+
+    cat = Catalogue(np.random.default_rng(0), categories=4, groups=8, nuisance=nuisance)
+    rng = np.random.default_rng(1)
+    by_cat = {c: [p for p, prod in enumerate(cat.products) if prod[1] == c] for c in cat.categories}
+    first, second = by_cat[cat.categories[0]], by_cat[cat.categories[1]]
+
+    def view(p: int, setup: int) -> np.ndarray:
+        v = cat.signal(rng, p, "video", 12, setup).mean(0)
+        return v / np.linalg.norm(v)
+
+    same_cat = [view(a, 0) @ view(b, 1) for a in first for b in first if a != b]
+    same_setup = [view(a, 0) @ view(b, 0) for a in first for b in second]
+    return float(np.mean(same_cat)), float(np.mean(same_setup))
+
+
+def test_synthetic_capture_setups_hide_the_product_from_raw_features() -> None:
+    same_cat, same_setup = _setup_similarity(nuisance=2.0)
+    assert same_setup > same_cat + 0.2  # raw features group items by camera
+    same_cat, same_setup = _setup_similarity(nuisance=0.0)
+    assert same_cat > same_setup + 0.1  # without setups they group by category
+
+
+def test_synthetic_english_release_matches_the_chinese_one(tmp_path: Path) -> None:
+    import json
+
+    from refbench.datasets.m5product.synth import WORDS, synthesize
+
+    zh = synthesize(tmp_path / "zh", n=24, seed=3, missing_video=0.0, missing_audio=0.0)
+    en = synthesize(tmp_path / "en", n=24, seed=3, missing_video=0.0, missing_audio=0.0,
+                    language="en")
+    info_zh, info_en = (json.loads((r / "subset_v2_id_label.json").read_text("utf-8"))
+                        for r in (zh, en))
+    assert list(info_zh) == list(info_en)  # same ids, same catalogue draws
+    assert all(v["title"].isascii() and v["pv"].isascii() for v in info_en.values())
+    fields = ("brands", "categories", "colours", "materials", "fillers")
+    english = {z: e for f in fields
+               for z, e in zip(getattr(WORDS["zh"], f), getattr(WORDS["en"], f))}
+    for i, item in info_zh.items():  # word for word the same draws
+        assert " ".join(english[w] for w in item["title"].split()) == info_en[i]["title"]
+        assert english[item["label"]] == info_en[i]["label"]
+    some = next(iter(info_zh))
+    assert np.array_equal(np.load(zh / "video_feature" / f"{some}.npy"),
+                          np.load(en / "video_feature" / f"{some}.npy"))
+    with pytest.raises(ValueError, match="language"):
+        synthesize(tmp_path / "x", n=24, language="fr")
+    with pytest.raises(ValueError, match="nuisance"):
+        synthesize(tmp_path / "x", n=24, nuisance=float("nan"))

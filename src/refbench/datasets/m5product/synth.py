@@ -1,9 +1,9 @@
 """A learnable synthetic M5Product release in the layout the SCALE code reads.
 
 Each *product* is (brand, category, colour, material); products come in groups that share
-brand and category and differ in one attribute (the colour), so distractors are close in
-every modality. The label (coarse class) is the category; the fine-grained info JSON
-labels an item with its product. Every modality shows the product, each with noise:
+brand, category and material and differ in one attribute (the colour), so distractors are
+close in every modality. The label (coarse class) is the category; the fine-grained info
+JSON labels an item with its product. Every modality shows the product, each partly:
 
 * title: brand, colour, material and category words (each dropped now and then) plus
   filler words, shuffled; words are separated by spaces so any tokenizer can learn them;
@@ -12,6 +12,19 @@ labels an item with its product. Every modality shows the product, each with noi
 * regions (10 boxes x 2048, non-negative): some boxes hold the product's prototype;
 * video (4-16 frames x 1024) and audio (80 x 751): the product's prototype through fixed
   random projections, plus noise per frame / row.
+
+Why learning matters: the media of an item are also marked by how they were captured,
+independently per modality: one of `SETUPS` studios (every region of the image), cameras
+(every frame) or microphones (every audio row), each a fixed offset `nuisance` times as
+long as the product's signal. Items that share a setup look alike in that modality
+whatever they sell, so summing raw features or random projections of them (an untrained
+network) ranks mostly by capture setup; the setups of one item are unrelated across
+modalities and absent from the text, so a model trained to make an item's modalities
+agree (SCALE's contrastive loss) learns to ignore them. `nuisance=0` gives the plain
+release (random projections then rank almost as well as a trained model).
+
+`language="en"` writes the same catalogue with English words (brands romanised,
+`brand#:#...` keys), so a pretrained English text tower (MiniLM) can read the titles.
 
 A controllable fraction of items lacks its region record, video or audio. Item ids are
 random 12-digit strings in shuffled order, so nothing but the modalities tells classes
@@ -25,6 +38,7 @@ apart. Written: `subset_v2_id_label.json`, `product1m_product5m_test_id_label.js
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +48,51 @@ from refbench.datasets.m5product.readers import PV_KV_SEP, PV_PAIR_SEP
 from refbench.datasets.product1m.features import FEATURE_DIM
 from refbench.datasets.product1m.synth import record_bytes, write_feature_lmdb
 
-BRANDS = ("李宁", "安踏", "优衣库", "海尔", "美的", "小米", "华为", "森马", "波司登", "格力")
-CATEGORIES = ("连衣裙", "运动鞋", "羽绒服", "电饭煲", "洗衣机", "手机壳", "蓝牙耳机", "双肩包",
-              "保温杯", "台灯", "毛衣", "牛仔裤")
-COLOURS = ("红色", "黑色", "白色", "蓝色", "灰色", "粉色", "绿色", "黄色")
-MATERIALS = ("棉", "涤纶", "不锈钢", "塑料", "真皮", "羊毛")
-FILLERS = ("新款", "包邮", "正品", "热卖", "官方", "旗舰店", "特价", "爆款", "时尚", "百搭")
+
+@dataclass(frozen=True)
+class Words:
+    """One language's vocabulary of the catalogue (same sizes in every language, so a
+    seed draws the same catalogue in each)."""
+
+    brands: tuple[str, ...]
+    categories: tuple[str, ...]
+    colours: tuple[str, ...]
+    materials: tuple[str, ...]
+    fillers: tuple[str, ...]
+    keys: tuple[str, str, str, str]  # pv keys: brand, colour, material, category
+    other: str  # the label list's catch-all class
+    joiner: str  # between colour, material and category in a product name
+
+
+WORDS = {
+    "zh": Words(
+        brands=("李宁", "安踏", "优衣库", "海尔", "美的", "小米", "华为", "森马", "波司登", "格力"),
+        categories=("连衣裙", "运动鞋", "羽绒服", "电饭煲", "洗衣机", "手机壳", "蓝牙耳机", "双肩包",
+                    "保温杯", "台灯", "毛衣", "牛仔裤"),
+        colours=("红色", "黑色", "白色", "蓝色", "灰色", "粉色", "绿色", "黄色"),
+        materials=("棉", "涤纶", "不锈钢", "塑料", "真皮", "羊毛"),
+        fillers=("新款", "包邮", "正品", "热卖", "官方", "旗舰店", "特价", "爆款", "时尚", "百搭"),
+        keys=("品牌", "颜色", "材质", "类目"), other="其他", joiner=""),
+    "en": Words(
+        brands=("lining", "anta", "uniqlo", "haier", "midea", "xiaomi", "huawei", "semir",
+                "bosideng", "gree"),
+        categories=("dress", "sneakers", "down jacket", "rice cooker", "washing machine",
+                    "phone case", "bluetooth earphones", "backpack", "vacuum flask", "desk lamp",
+                    "sweater", "jeans"),
+        colours=("red", "black", "white", "blue", "grey", "pink", "green", "yellow"),
+        materials=("cotton", "polyester", "stainless steel", "plastic", "leather", "wool"),
+        fillers=("new", "free shipping", "genuine", "hot sale", "official", "flagship store",
+                 "discount", "bestseller", "fashion", "classic"),
+        keys=("brand", "colour", "material", "category"), other="other", joiner=" "),
+}
 BOXES = 10
 LATENT = 64
+#: capture setups per modality (studios, cameras, microphones)
+SETUPS = 6
+#: the signal's scale in the features (per-row noise has unit variance)
+SIGNAL = 3.0
+#: default length of a setup's offset, in units of the product signal's length
+NUISANCE = 2.0
 
 
 def _ids(rng: np.random.Generator, count: int) -> list[str]:
@@ -53,36 +104,43 @@ def _ids(rng: np.random.Generator, count: int) -> list[str]:
 
 
 class Catalogue:
-    """Products, their words and latent vectors (category + attributes)."""
+    """Products, their words, latent vectors (category + attributes) and the capture
+    setups of each medium."""
 
-    def __init__(self, rng: np.random.Generator, categories: int, groups: int) -> None:
-        self.categories = [CATEGORIES[i] for i in rng.permutation(len(CATEGORIES))[:categories]]
-        vec = {w: rng.standard_normal(LATENT) for w in (*BRANDS, *CATEGORIES, *COLOURS,
-                                                         *MATERIALS)}
+    def __init__(self, rng: np.random.Generator, categories: int, groups: int,
+                 words: Words = WORDS["zh"], nuisance: float = NUISANCE) -> None:
+        self.words = words
+        self.categories = [words.categories[i]
+                           for i in rng.permutation(len(words.categories))[:categories]]
+        vec = {w: rng.standard_normal(LATENT) for w in (*words.brands, *words.categories,
+                                                         *words.colours, *words.materials)}
         self.products: list[tuple[str, str, str, str]] = []
         latents = []
         for g in range(groups):
             category = self.categories[g % categories]
-            brand = BRANDS[int(rng.integers(len(BRANDS)))]
-            material = MATERIALS[int(rng.integers(len(MATERIALS)))]
-            for colour in rng.choice(COLOURS, size=int(rng.integers(2, 4)), replace=False):
+            brand = words.brands[int(rng.integers(len(words.brands)))]
+            material = words.materials[int(rng.integers(len(words.materials)))]
+            for colour in rng.choice(words.colours, size=int(rng.integers(2, 4)), replace=False):
                 self.products.append((brand, category, str(colour), material))
                 z = 1.6 * vec[category] + vec[brand] + vec[str(colour)] + 0.7 * vec[material]
                 latents.append(z / np.linalg.norm(z))
         self.latent = np.stack(latents).astype(np.float32)
+        dims = {"image": FEATURE_DIM, "video": VIDEO_DIM, "audio": AUDIO_SHAPE[1]}
         self.project = {name: (rng.standard_normal((LATENT, dim)) / np.sqrt(LATENT)).astype(
-            np.float32) for name, dim in (("image", FEATURE_DIM), ("video", VIDEO_DIM),
-                                          ("audio", AUDIO_SHAPE[1]))}
+            np.float32) for name, dim in dims.items()}
+        # a setup's offset: `nuisance` times the expected signal length SIGNAL * sqrt(dim / LATENT)
+        self.setups = {name: (nuisance * SIGNAL / np.sqrt(LATENT) * rng.standard_normal(
+            (SETUPS, dim))).astype(np.float32) for name, dim in dims.items()}
 
     def name(self, p: int) -> str:
         brand, category, colour, material = self.products[p]
-        return f"{brand} {colour}{material}{category}"
+        return f"{brand} {self.words.joiner.join((colour, material, category))}"
 
     def title(self, rng: np.random.Generator, p: int) -> str:
         brand, category, colour, material = self.products[p]
         words = [w for w, keep in ((brand, 0.85), (colour, 0.7), (material, 0.6),
                                    (category, 0.85)) if rng.random() < keep]
-        words += [str(w) for w in rng.choice(FILLERS, size=int(rng.integers(1, 4)),
+        words += [str(w) for w in rng.choice(self.words.fillers, size=int(rng.integers(1, 4)),
                                              replace=False)]
         return " ".join(words[i] for i in rng.permutation(len(words)))
 
@@ -90,21 +148,25 @@ class Catalogue:
         if rng.random() < 0.08:
             return "-"  # the release's placeholder: one character means "no table"
         brand, category, colour, material = self.products[p]
-        pairs = [("品牌", brand), ("颜色", colour), ("材质", material), ("类目", category)]
+        pairs = list(zip(self.words.keys, (brand, colour, material, category)))
         kept = [pairs[i] for i in rng.permutation(4) if rng.random() < 0.8] or pairs[:1]
         return PV_PAIR_SEP.join(f"{k}{PV_KV_SEP}{v}" for k, v in kept)
 
-    def signal(self, rng: np.random.Generator, p: int, kind: str, rows: int) -> np.ndarray:
-        """`rows` noisy views of product `p` in a modality's feature space."""
+    def signal(self, rng: np.random.Generator, p: int, kind: str, rows: int,
+               setup: int) -> np.ndarray:
+        """`rows` noisy views of product `p` in a modality's feature space, captured with
+        `setup` (its offset is added to every row)."""
         base = self.latent[p] @ self.project[kind]
         gain = rng.uniform(0.6, 1.4, size=(rows, 1)).astype(np.float32)
         noise = rng.standard_normal((rows, base.size)).astype(np.float32)
-        return (3.0 * gain * base + noise).astype(np.float32)
+        return (SIGNAL * gain * base + self.setups[kind][setup] + noise).astype(np.float32)
 
-    def regions(self, rng: np.random.Generator, p: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def regions(self, rng: np.random.Generator, p: int,
+                setup: int) -> tuple[np.ndarray, np.ndarray, int, int]:
         feats = rng.standard_normal((BOXES, FEATURE_DIM)).astype(np.float32)
+        feats += self.setups["image"][setup]  # the studio shows in the background boxes too
         hold = rng.permutation(BOXES)[:int(rng.integers(2, 5))]
-        feats[hold] = self.signal(rng, p, "image", len(hold))
+        feats[hold] = self.signal(rng, p, "image", len(hold), setup)
         width, height = (int(v) for v in rng.integers(400, 1000, size=2))
         x1, y1 = rng.uniform(0, 0.6, BOXES) * width, rng.uniform(0, 0.6, BOXES) * height
         x2 = np.minimum(x1 + rng.uniform(0.1, 0.4, BOXES) * width, width - 1)
@@ -118,20 +180,30 @@ def _write_json(path: Path, data: object) -> None:
 
 
 def synthesize(out: Path, n: int = 200, seed: int = 0, missing_image: float = 0.1,
-               missing_video: float = 0.3, missing_audio: float = 0.3) -> Path:
+               missing_video: float = 0.3, missing_audio: float = 0.3,
+               nuisance: float = NUISANCE, language: str = "zh") -> Path:
     """Write a learnable release of `n` items (at least 24) into `out`; returns `out`.
-    `missing_*` are the fractions of items without a region record, video or audio."""
+    `missing_*` are the fractions of items without a region record, video or audio;
+    `nuisance` the length of the capture setups' offsets relative to the product signal;
+    `language` "zh" (as released) or "en" (see the module doc)."""
     if n < 24:
         raise ValueError(f"n must be at least 24 (every split needs items), got {n}")
+    if language not in WORDS:
+        raise ValueError(f"language must be one of {', '.join(WORDS)}, got {language!r}")
+    if not nuisance >= 0:
+        raise ValueError(f"nuisance must be >= 0, got {nuisance}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    categories = int(np.clip(n // 25, 4, len(CATEGORIES)))
-    cat = Catalogue(rng, categories, groups=int(np.clip(n // 12, categories, 200)))
+    words = WORDS[language]
+    categories = int(np.clip(n // 25, 4, len(words.categories)))
+    cat = Catalogue(rng, categories, groups=int(np.clip(n // 12, categories, 200)), words=words,
+                    nuisance=nuisance)
     ids = _ids(rng, n)
     products = np.concatenate([np.arange(len(cat.products)),
                                rng.integers(len(cat.products), size=n)])[:n]
     products = products[rng.permutation(n)]
+    setups = {kind: rng.integers(SETUPS, size=n) for kind in ("image", "video", "audio")}
     info, fine = {}, {}
     for item_id, p in zip(ids, products):
         info[item_id] = {"title": cat.title(rng, int(p)), "pv": cat.pv(rng, int(p)),
@@ -148,7 +220,7 @@ def synthesize(out: Path, n: int = 200, seed: int = 0, missing_image: float = 0.
         fine[ids[i]] = {**info[ids[i]], "label": cat.name(int(products[i]))}
     _write_json(out / "subset_v2_id_label.json", info)
     _write_json(out / "product1m_product5m_test_id_label.json", fine)
-    _write_json(out / "subset_v2_label_list.json", list(cat.categories) + ["其他"])
+    _write_json(out / "subset_v2_label_list.json", list(cat.categories) + [words.other])
     for name, members in lists.items():
         _write_json(out / name, [ids[i] for i in members])
     lacks = {kind: rng.random(n) < rate for kind, rate in
@@ -163,16 +235,16 @@ def synthesize(out: Path, n: int = 200, seed: int = 0, missing_image: float = 0.
         if not lacks["video"][i]:
             frames = int(item_rng.integers(4, 17))
             np.save(out / "video_feature" / f"{item_id}.npy",
-                    cat.signal(item_rng, int(p), "video", frames))
+                    cat.signal(item_rng, int(p), "video", frames, int(setups["video"][i])))
         if not lacks["audio"][i]:
             np.save(out / "audio_feature" / f"{item_id}.npy",
-                    cat.signal(item_rng, int(p), "audio", AUDIO_SHAPE[0]))
+                    cat.signal(item_rng, int(p), "audio", AUDIO_SHAPE[0], int(setups["audio"][i])))
 
     def values():  # records in shuffled order, as the extractor writes them
         for i in rng.permutation(n):
             if not lacks["image"][i]:
                 feats, boxes, w, h = cat.regions(np.random.default_rng([seed, i, 1]),
-                                                 int(products[i]))
+                                                 int(products[i]), int(setups["image"][i]))
                 yield record_bytes(feats, boxes, w, h, ids[i], info[ids[i]]["title"])
 
     per_record = BOXES * (FEATURE_DIM + 4) * 4 + 4096
