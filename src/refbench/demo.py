@@ -219,10 +219,10 @@ def _print_table(table: list[dict[str, Any]], board: Path, workdir: Path, second
     from rich.table import Table
 
     out = Table(title=f"refbench demo: tiny recipes vs a trivial submission (dev, {seconds:.0f}s)")
-    for col in ("benchmark", "primary", "tiny recipe", "trivial", "steps"):
+    for col in ("job", "benchmark", "primary", "tiny recipe", "trivial", "steps"):
         out.add_column(col)
-    for row in table:
-        out.add_row(row["benchmark"], row["primary"], f"{row['model']:.2f}",
+    for row in table:  # two jobs may share a benchmark (two NAS families on digits)
+        out.add_row(row["task"], row["benchmark"], row["primary"], f"{row['model']:.2f}",
                     f"{row['trivial']:.2f} ({row['trivial_name']})", str(row["steps"]))
     console = Console()
     console.print(out)
