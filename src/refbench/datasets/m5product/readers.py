@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from refbench.datasets.product1m.readers import Digest, decode_line, JsonStream, require_file
+from refbench.datasets.product1m.readers import (Digest, JsonStream, decode_line,
+                                                 iter_json_object,
+                                                 require_file)
 from refbench.errors import RefbenchError
 
 PV_PAIR_SEP = "#;#"
@@ -153,29 +155,8 @@ def iter_info(path: Path, digest: Digest | None = None) -> Iterator[tuple[str, M
     """Stream the info JSON in file order, one entry at a time (duplicates are not checked
     here: that needs every id, see `read_info` and the builder's on-disk index)."""
     path = Path(path)
-    require_file(path)
-    decoder = json.JSONDecoder()
-    with open(path, "rb") as handle:
-        stream = JsonStream(handle, path, digest)
-        stream.expect("{", "'{' (an object of item id -> {\"title\", \"pv\", \"label\"})")
-        if stream.skip_space() == "}":
-            stream.pos += 1
-        else:
-            while True:
-                stream.skip_space()
-                line = stream.where()
-                key = stream.value(decoder)
-                if not isinstance(key, str):
-                    raise RefbenchError("invalid JSON: expected an item id string", path=path,
-                                        line=line)
-                stream.expect(":", "':'")
-                stream.skip_space()
-                yield key, info_entry(key, stream.value(decoder), path, line)
-                if stream.expect(",}", "',' or '}'") == "}":
-                    break
-        if stream.skip_space():
-            raise RefbenchError("invalid JSON: extra data after the object", path=path,
-                                line=stream.where())
+    for key, entry, line in iter_json_object(path, '{"title", "pv", "label"}', digest):
+        yield key, info_entry(key, entry, path, line)
 
 
 def read_info(path: Path) -> dict[str, M5Info]:

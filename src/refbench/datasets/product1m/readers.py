@@ -186,17 +186,18 @@ class JsonStream:
         return char
 
 
-def iter_train_info(path: Path, digest: Digest | None = None) -> Iterator[Item]:
-    """Stream `train_id_info.json` (`{item_id: {"title": ...}, ...}`) in file order, one
-    entry at a time; duplicate ids, entries without a string title and malformed JSON are
-    errors naming the line. Training items have no URLs and unknown labels."""
+def iter_json_object(path: Path, what: str,
+                     digest: Digest | None = None) -> Iterator[tuple[str, Any, int]]:
+    """Stream a JSON object of `{item_id: entry, ...}` in file order, one `(id, entry,
+    line)` at a time, without holding the file in memory (`what` describes the entries
+    in the error for a file that is not an object). Malformed JSON, a non-string key and
+    data after the object are errors naming the line."""
     path = Path(path)
     require_file(path)
     decoder = json.JSONDecoder()
-    first_line: dict[str, int] = {}
     with open(path, "rb") as handle:
         stream = JsonStream(handle, path, digest)
-        stream.expect("{", "'{' (an object of item id -> {\"title\": ...})")
+        stream.expect("{", f"'{{' (an object of item id -> {what})")
         if stream.skip_space() == "}":
             stream.pos += 1
         else:
@@ -209,22 +210,30 @@ def iter_train_info(path: Path, digest: Digest | None = None) -> Iterator[Item]:
                                         line=line)
                 stream.expect(":", "':'")
                 stream.skip_space()
-                entry = stream.value(decoder)
-                title = entry.get("title") if isinstance(entry, dict) else None
-                if not isinstance(title, str):
-                    raise RefbenchError(f"item {key}: expected {{\"title\": string}}, found "
-                                        f"{json.dumps(entry, ensure_ascii=False)[:60]}",
-                                        path=path, line=line)
-                seen = first_line.setdefault(key, line)
-                if seen != line:
-                    raise RefbenchError(f"duplicate item id {key} (first on line {seen})",
-                                        path=path, line=line)
-                yield Item(key, title, "", "", (), line)
+                yield key, stream.value(decoder), line
                 if stream.expect(",}", "',' or '}'") == "}":
                     break
         if stream.skip_space():
             raise RefbenchError("invalid JSON: extra data after the object", path=path,
                                 line=stream.where())
+
+
+def iter_train_info(path: Path, digest: Digest | None = None) -> Iterator[Item]:
+    """Stream `train_id_info.json` (`{item_id: {"title": ...}, ...}`) in file order, one
+    entry at a time; duplicate ids, entries without a string title and malformed JSON are
+    errors naming the line. Training items have no URLs and unknown labels."""
+    first_line: dict[str, int] = {}
+    for key, entry, line in iter_json_object(path, '{"title": ...}', digest):
+        title = entry.get("title") if isinstance(entry, dict) else None
+        if not isinstance(title, str):
+            raise RefbenchError(f"item {key}: expected {{\"title\": string}}, found "
+                                f"{json.dumps(entry, ensure_ascii=False)[:60]}",
+                                path=path, line=line)
+        seen = first_line.setdefault(key, line)
+        if seen != line:
+            raise RefbenchError(f"duplicate item id {key} (first on line {seen})",
+                                path=path, line=line)
+        yield Item(key, title, "", "", (), line)
 
 
 def train_source(root: Path) -> Path | None:
