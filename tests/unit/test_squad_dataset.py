@@ -134,7 +134,8 @@ def test_missing_train_file_is_an_error(synth_root: Path, tmp_path: Path) -> Non
     assert SquadBuilder().check(root, ["v1.1"]).ok
     with pytest.raises(RefbenchError, match="missing SQuAD v2.0 file train-v2.0.json"):
         SquadBuilder().prepare(root, tmp_path / "cache")
-    assert not (tmp_path / "cache" / "squad" / "1.0").exists()
+    # not even an empty <cache>/squad/ folder is left behind: it would look prepared
+    assert not (tmp_path / "cache" / "squad").exists()
 
 
 def _break(root: Path, name: str, edit) -> str:

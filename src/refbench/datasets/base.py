@@ -325,13 +325,14 @@ class DatasetBuilder(ABC):
         cache = Path(cache) if cache is not None else default_cache_dir()
         wanted = self.resolve_configs(configs)
         final = self.cache_path(cache)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        created = _make_parent(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.version}.", dir=final.parent))
         try:
             manifest = self._prepare_into(root, tmp, wanted, final, progress)
             atomic_dir_replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            _remove_if_empty(created)
             raise
         return manifest
 
@@ -413,7 +414,7 @@ class ChunkedDatasetBuilder(DatasetBuilder):
         self.check_prepare_inputs(root)
         cache = Path(cache) if cache is not None else default_cache_dir()
         final = self.cache_path(cache)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        created = _make_parent(final)
         work = self.work_dir(root, cache)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.version}.", dir=final.parent))
         try:
@@ -422,12 +423,31 @@ class ChunkedDatasetBuilder(DatasetBuilder):
         except RefbenchError:
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(work, ignore_errors=True)
+            _remove_if_empty(created)
             raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # `work` stays: the next run resumes
+            _remove_if_empty(created)
             raise
         shutil.rmtree(work, ignore_errors=True)
         return manifest
+
+
+def _make_parent(final: Path) -> Path | None:
+    """Create the dataset's folder in the cache; returns it when this call created it, so a
+    failed prepare can take it away again (an empty `<cache>/<name>/` looks prepared)."""
+    created = None if final.parent.exists() else final.parent
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_if_empty(folder: Path | None) -> None:
+    """Remove `folder` if a failed prepare left it empty (kept when it holds anything)."""
+    if folder is not None:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def save_quietly(ds: "hf_datasets.Dataset", path: Path) -> None:
