@@ -100,6 +100,16 @@ def test_benchmark_contract(name: str, prepared: dict[str, tuple[Path, Path]],
     again = tmp_path / "again" / spec.submission.filename
     fmt.write(again, first, spec)  # what a format reads, it can write back
     assert set(fmt.read(again, spec)) == set(first)
+    needs = entry.obj.weight_dependent_keys.get(spec.primary)
+    if needs is not None and not spec.metric.kwargs().get(needs):
+        # a primary key computed only from user-supplied weights: without them, a one-line
+        # error naming the option, never a number (the family's tests score it with weights)
+        from refbench.errors import RefbenchError
+
+        with pytest.raises(RefbenchError, match=needs) as info:
+            evaluate_file(spec, path, cache_dir=str(cache))
+        assert "\n" not in str(info.value)
+        return
     result = evaluate_file(spec, path, cache_dir=str(cache))
     assert spec.primary in result.metrics
     assert all(math.isfinite(v) for v in result.metrics.values())

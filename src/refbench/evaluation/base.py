@@ -29,6 +29,10 @@ class Metric(ABC):
     #: run-time options the constructor accepts beyond the spec's `metric.args` (e.g. a
     #: decision threshold), discovered by the CLI
     options: ClassVar[tuple[Option, ...]] = ()
+    #: key -> the option naming a user-supplied weights file the key cannot be computed
+    #: without (e.g. FID needs an Inception file): a benchmark whose primary key is listed
+    #: is scored only when the user passes that option, and otherwise fails in one line
+    weight_dependent_keys: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **args: Any) -> None:
         self.args = args

@@ -17,7 +17,8 @@ One row per pair; the features are the same for the three datasets:
 | `height`, `width` | int32 | the person image's size (every image of a row has it) |
 | `person`, `cloth` | `Image(decode=False)` | the original bytes and relative path (required) |
 | `cloth_mask`, `palm_mask`, `aligned_cloth_mask` | `Image(decode=False)` | binary L PNG (0/255): the release's JPEG mask thresholded at `>= 128`, as every official loader does |
-| `parse`, `parse_agnostic` | `Image(decode=False)` | LIP label ids 0..19 (original PNG bytes; validated) |
+| `parse`, `parse_agnostic` | `Image(decode=False)` | LIP label ids 0..19 (original PNG bytes; validated; a derived agnostic parse is an L PNG) |
+| `agnostic` | `Image(decode=False)` | VITON-HD's cloth-agnostic person image (release `agnostic-v3.2/`, or derived: RGB PNG) |
 | `pose` | `Array2D((K, 3), float32)` | OpenPose x, y, confidence: K = 25 (BODY_25) for MPV3D and VITON-HD, 18 (COCO-18) for VITON |
 | `pose_image`, `densepose` | `Image(decode=False)` | VITON-HD's rendered skeleton and DensePose image |
 | `sobel_x`, `sobel_y`, `aligned_cloth` | `Image(decode=False)` | MPV3D's preprocessing outputs |
@@ -27,9 +28,12 @@ One row per pair; the features are the same for the three datasets:
 Only the pairs list, the person and the garment are required; every other column is None
 where the release lacks the file. What is derived: with MPV3D's `derive` prepare option (on
 by default), palm masks need the parse and the pose, pre-aligned garments the parse and the
-garment mask, Sobel images only the person; without parse or pose nothing else is derived
-(a VITON-HD cloth-agnostic parse, an agnostic person image or a missing garment mask are
-not computed). The readers (`readers.py`) and the preprocessing (`preprocess.py`) say what
+garment mask, Sobel images only the person. With VITON-HD's `derive=true` (off by default)
+the cloth-agnostic parse needs parse + pose and the agnostic person image (`agnostic`
+column, option `agnostic=hrviton|viton_hd`) person + parse + pose (`agnostic.py`); a row
+lacking parse or pose is then an error naming the file. A parse, a pose, a DensePose image
+or a garment mask are never derived (they come from networks refbench does not run).
+`prepare` converts rows chunk by chunk and resumes an interrupted run (`chunked.py`). The readers (`readers.py`) and the preprocessing (`preprocess.py`) say what
 each file holds and how it is checked; `synth.py` writes learnable synthetic releases.
 """
 

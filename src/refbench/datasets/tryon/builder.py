@@ -16,14 +16,14 @@ import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 
 from refbench.datasets.base import (
     MISSING_FILE,
     CheckReport,
-    DatasetBuilder,
+    ChunkedDatasetBuilder,
     Problem,
 )
 from refbench.datasets.tryon import readers
@@ -36,8 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 CONFIGS = ("paired", "unpaired")
 SPLITS = ("train", "test")
 #: image columns (bytes + path, `datasets.Image(decode=False)`) in schema order
-IMAGE_COLUMNS = ("person", "cloth", "cloth_mask", "parse", "parse_agnostic", "pose_image",
-                 "densepose", "palm_mask", "sobel_x", "sobel_y", "aligned_cloth",
+IMAGE_COLUMNS = ("person", "cloth", "cloth_mask", "parse", "parse_agnostic", "agnostic",
+                 "pose_image", "densepose", "palm_mask", "sobel_x", "sobel_y", "aligned_cloth",
                  "aligned_cloth_mask")
 #: masks are stored binarized (0 / 255 PNG) at the official loaders' threshold
 MASK_COLUMNS = ("cloth_mask", "palm_mask", "aligned_cloth_mask")
@@ -102,9 +102,11 @@ class Layout(ABC):
     def check_extra(self, root: Path, report: CheckReport) -> None:
         """Release-wide checks (MPV3D's camera.txt)."""
 
-    def derive(self, files: RowFiles, row: dict[str, Any], decoded: dict[str, Any]) -> list[str]:
-        """Fill modalities the release lacks from the others (MPV3D's preprocessing);
-        returns their column names. The default derives nothing."""
+    def derive(self, files: RowFiles, row: dict[str, Any], decoded: dict[str, Any],
+               options: Mapping[str, Any]) -> list[str]:
+        """Fill modalities the release lacks from the others (MPV3D's preprocessing, VITON-HD's
+        agnostic inputs) with the builder's prepare `options`; returns their column names.
+        The default derives nothing."""
         return []
 
 
@@ -124,8 +126,9 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def read_row(layout: Layout, root: Path, split: str, pair: readers.Pair, paired: bool,
-             pairs_path: Path, derive: bool) -> dict[str, Any]:
-    """One validated row (module docstring); errors name the file and the list's line."""
+             pairs_path: Path, derive: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One validated row (module docstring); errors name the file and the list's line.
+    `derive`: the prepare options to derive with, None to derive nothing."""
     files = layout.files(root, split, pair.person, pair.cloth)
     for what, path in (("person image", files.person), ("cloth image", files.cloth)):
         if not path.is_file():
@@ -175,8 +178,8 @@ def read_row(layout: Layout, root: Path, split: str, pair: readers.Pair, paired:
             path = files.optional.get(f"depth_{side}")
             row[f"depth_{side}"] = (readers.read_depth(path, (height, width))
                                     if path is not None and path.exists() else None)
-    if derive:
-        row["derived"] = layout.derive(files, row, decoded)
+    if derive is not None:
+        row["derived"] = layout.derive(files, row, decoded, derive)
     return row
 
 
@@ -216,11 +219,22 @@ def split_pairs(layout: Layout, root: Path, config: str, split: str
     return out, path, lacking
 
 
-class TryOnBuilder(DatasetBuilder):
-    """A try-on release: configs `paired` / `unpaired`, splits `train` / `test`."""
+class TryOnBuilder(ChunkedDatasetBuilder):
+    """A try-on release: configs `paired` / `unpaired`, splits `train` / `test`.
+
+    `prepare` converts `chunk_size` rows at a time and resumes an interrupted run
+    (`chunked.py`); `generate` builds every split in memory (small releases, tests)."""
 
     release: ClassVar[Layout]
     prepare_options: ClassVar[tuple[Option, ...]] = ()
+    #: rows per resumable shard of `prepare`
+    chunk_size: int = 32
+
+    def prepare_chunks(self, root: Path, tmp: Path, work: Path, progress: bool
+                       ) -> dict[str, Any]:
+        from refbench.datasets.tryon.chunked import prepare_release
+
+        return prepare_release(self, Path(root), tmp, work, progress)
 
     def configs(self) -> list[str]:
         return list(CONFIGS)
@@ -229,8 +243,9 @@ class TryOnBuilder(DatasetBuilder):
         self.resolve_configs([config])
         return list(SPLITS)
 
-    def _derive(self) -> bool:
-        return bool(self.options.get("derive", False))
+    def _derive(self) -> Mapping[str, Any] | None:
+        options = self.options
+        return options if options.get("derive", False) else None
 
     def iter_rows(self, root: Path, config: str, split: str) -> Iterator[dict[str, Any]]:
         pairs, path, _ = split_pairs(self.release, Path(root), config, split)
@@ -297,6 +312,6 @@ class TryOnBuilder(DatasetBuilder):
                                 f"setting leaves them out")
                 for pair, paired in pairs:
                     try:
-                        read_row(self.release, root, split, pair, paired, path, derive=False)
+                        read_row(self.release, root, split, pair, paired, path, derive=None)
                     except RefbenchError as exc:
                         report.problems.append(Problem.from_error(exc, path))

@@ -28,7 +28,7 @@ paired setting's pairs are not in the script's lists), palm masks, Sobel images;
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -113,7 +113,8 @@ class MPV3DLayout(Layout):
         except RefbenchError as exc:
             report.problems.append(Problem.from_error(exc, camera))
 
-    def derive(self, files: RowFiles, row: dict[str, Any], decoded: dict[str, Any]) -> list[str]:
+    def derive(self, files: RowFiles, row: dict[str, Any], decoded: dict[str, Any],
+               options: Mapping[str, Any]) -> list[str]:
         from PIL import Image
 
         done: list[str] = []

@@ -324,9 +324,10 @@ def synthesize_viton(out: Path, n: int = 200, seed: int = 0) -> Path:
 
 def synthesize_viton_hd(out: Path, n: int = 200, seed: int = 0) -> Path:
     """A VITON-HD release (HR-VITON layout) in `out`; returns its root. Its cloth-agnostic
-    parse zeroes upper clothes, neck and arms (a simplification of VITON-HD's, which keeps
-    the arms' lower parts)."""
+    parse is HR-VITON's derivation from the parse and pose (`agnostic.parse_agnostic`)."""
     from PIL import Image, ImageDraw
+
+    from refbench.datasets.tryon.agnostic import parse_agnostic
 
     out = Path(out)
     people, train = _population(n, seed, *VITONHD_SIZE)
@@ -338,7 +339,7 @@ def synthesize_viton_hd(out: Path, n: int = 200, seed: int = 0) -> Path:
         _save(base / "cloth" / p_name, garment.rgb, "JPEG")
         _save(base / "cloth-mask" / p_name, garment.mask.astype(np.uint8) * 255, "JPEG")
         _save(base / "image-parse-v3" / f"{stem}.png", person.parse, "PNG")
-        agnostic = np.where(np.isin(person.parse, (5, 6, 7, 10, 14, 15)), 0, person.parse)
+        agnostic = parse_agnostic(person.parse, person.pose)
         _save(base / "image-parse-agnostic-v3.2" / f"{stem}.png", agnostic.astype(np.uint8), "PNG")
         atomic_write_text(base / "openpose_json" / f"{stem}_keypoints.json",
                           _pose_json(person.pose, legacy=False))

@@ -29,20 +29,37 @@ ROOT/{split}/image-parse-agnostic-v3.2/<P>.png   cloth-agnostic parse
 ROOT/{split}/openpose_json/<P>_keypoints.json    OpenPose BODY_25 (75 values)  [openpose-json]
 ROOT/{split}/openpose_img/<P>_rendered.png       rendered skeleton             [openpose-img]
 ROOT/{split}/image-densepose/<P>.jpg             DensePose image
+ROOT/{split}/agnostic-v3.2/<P>.jpg               cloth-agnostic person image
 ```
 
 A person's own garment has the person's name (HR-VITON's paired setting: cloth = person);
 results are named as HR-VITON's `test_generator.py` names them, `<P stem>_<C stem>.png`,
 which is `pair_id`.
+
+What VITON-HD needs and what is optional: only the pairs list, `image/` and `cloth/` are
+required (the IDM-VTON demo persons have nothing else). Every other modality is optional
+and None where absent. With the prepare option `derive=true` (off by default, since it
+needs parse and pose for every row), a row lacking them gets the two cloth-agnostic inputs
+the official loaders compute (`agnostic.py`): `parse_agnostic` from `parse` + `pose`
+(HR-VITON's `get_parse_agnostic.py`, exact) and `agnostic` from `person` + `parse` + `pose`
+in the convention of the option `agnostic` (`hrviton`, default, or `viton_hd`); both are
+stored as PNG and named in the `derived` column. Nothing is derived without a parse: it
+comes from a human-parsing network (CIHP-PGN), the pose from OpenPose, the DensePose image
+from detectron2 and the garment mask from a background-removal network, none of which
+refbench runs, so a derivation whose parse or pose is absent is an error naming the file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Mapping
 
-from refbench.datasets.tryon import readers
+import numpy as np
+
+from refbench.datasets.tryon import agnostic, readers
 from refbench.datasets.tryon.builder import Layout, RowFiles, TryOnBuilder
+from refbench.errors import RefbenchError
+from refbench.options import Option
 from refbench.registry import DATASETS
 
 
@@ -111,7 +128,39 @@ class VitonHDLayout(Layout):
             "pose_image": _first(base / "openpose_img" / f"{stem}_rendered.png",
                                  base / "openpose-img" / f"{stem}_rendered.png"),
             "densepose": base / "image-densepose" / person,
+            "agnostic": base / "agnostic-v3.2" / person,
         })
+
+    def derive(self, files: RowFiles, row: dict[str, Any], decoded: dict[str, Any],
+               options: Mapping[str, Any]) -> list[str]:
+        from refbench.datasets.tryon.preprocess import png_bytes
+
+        done: list[str] = []
+        lacking = [name for name in ("parse_agnostic", "agnostic") if row[name] is None]
+        if not lacking:
+            return done
+        parse, pose = decoded.get("parse"), decoded.get("pose")
+        what = " and ".join("agnostic parse" if n == "parse_agnostic" else
+                            "agnostic person image" for n in lacking)
+        path = files.optional["parse"] if parse is None else files.optional["pose"]
+        agnostic.require(what, parse, pose, path)
+        if row["parse_agnostic"] is None:
+            labels = agnostic.parse_agnostic(parse, pose, files.optional["parse"])
+            row["parse_agnostic"] = {"bytes": png_bytes(labels), "path": None}
+            done.append("parse_agnostic")
+        if row["agnostic"] is None:
+            import io
+
+            from PIL import Image
+
+            image = agnostic.image_agnostic(decoded["person"], parse, pose,
+                                            str(options.get("agnostic", "hrviton")),
+                                            files.optional["pose"])
+            buffer = io.BytesIO()
+            Image.fromarray(np.asarray(image, np.uint8), "RGB").save(buffer, format="PNG")
+            row["agnostic"] = {"bytes": buffer.getvalue(), "path": None}
+            done.append("agnostic")
+        return done
 
     def own_cloth(self, root: Path, split: str, person: str) -> str | None:
         return person if (Path(root) / split / "cloth" / person).is_file() else None
@@ -166,6 +215,20 @@ class VitonHDBuilder(TryOnBuilder):
     homepage = "https://github.com/shadow2496/VITON-HD"
     gated = True
     release: ClassVar[Layout] = VitonHDLayout()
+    prepare_options: ClassVar[tuple[Option, ...]] = (
+        Option("derive", "bool", "compute the cloth-agnostic parse and person image the "
+               "official loaders derive, for rows whose release lacks them (needs parse and "
+               "pose)", False),
+        Option("agnostic", "str", "convention of the derived agnostic person image: hrviton "
+               "(HR-VITON cp_dataset get_agnostic) or viton_hd (VITON-HD get_img_agnostic)",
+               "hrviton"),
+    )
+
+    def set_options(self, options: dict[str, Any] | None) -> None:
+        super().set_options(options)
+        if self.options["agnostic"] not in agnostic.CONVENTIONS:
+            raise RefbenchError(f"unknown agnostic convention {self.options['agnostic']!r} "
+                                f"(known: {', '.join(agnostic.CONVENTIONS)})", key="agnostic")
 
     def layout(self) -> str:  # type: ignore[override]
         return (__doc__ or "").split("```")[3].strip("\n")

@@ -15,7 +15,15 @@ images, aligned pair by pair; each is a path or a uint8 H x W x 3 RGB array.
   the statistics in `fid_reference_stats` (pytorch-fid `--save-stats` `.npz`; KID then needs
   the images and is left out). Only with `inception_weights`.
 A component without its weights is absent from the result with a one-line reason (a
-warning); nothing is substituted. The convention and the resolution are recorded as counts
+warning); nothing is substituted. `weight_dependent_keys` declares which keys need which
+weights option, so a benchmark whose primary key is one of them (the unpaired specs' `FID`)
+is known to need the user's file.
+
+`pairwise: false` (the unpaired setting: a person wearing another garment has no ground
+truth) scores only the sets: FID/KID between the results and the distinct reference person
+images (each counted once however many pairs name it); SSIM/PSNR/LPIPS are not computed.
+Without `inception_weights` there is then nothing to score and `compute` is a one-line error
+naming the option, never a number. The convention and the resolution are recorded as counts
 (`ssim_convention/<name>` = 1, `resolution/height`, `resolution/width`).
 
 `tryon_depth`. Predictions are `DepthPair(front, back)` of world-z maps (`.npy` paths or
@@ -81,6 +89,10 @@ class TryOnImage(Metric):
     }
     directions: ClassVar[dict[str, bool | None]] = {
         "SSIM": True, "PSNR": True, "LPIPS": False, "FID": False, "KID": False, "KID_std": None}
+    #: key -> the option naming the user-supplied weights it cannot be computed without
+    weight_dependent_keys: ClassVar[dict[str, str]] = {
+        "FID": "inception_weights", "KID": "inception_weights", "KID_std": "inception_weights",
+        "LPIPS": "lpips_weights"}
     options: ClassVar[tuple[Option, ...]] = (
         Option("inception_weights", "path", "pytorch-fid's pt_inception-2015-12-05-6726825d.pth "
                "(FID/KID are left out without it)"),
@@ -101,8 +113,12 @@ class TryOnImage(Metric):
                  lpips_weights: str | Path | None = None, fid: bool = True,
                  kid_subsets: int = 100, kid_subset_size: int = 1000, kid_seed: int = 2020,
                  device: str = "cpu", batch_size: int = 50, fid_method: str = "sqrtm",
-                 fid_dims: int = 2048) -> None:
-        super().__init__(ssim_convention=ssim_convention, resolution=resolution)
+                 fid_dims: int = 2048, pairwise: bool = True) -> None:
+        super().__init__(ssim_convention=ssim_convention, resolution=resolution,
+                         pairwise=pairwise)
+        self.pairwise = bool(pairwise)
+        self._pairs = 0
+        self._seen_real: set[str] = set()
         self.convention = check_convention(ssim_convention)
         self.resolution = _resolution(resolution)
         self.device = device
@@ -135,7 +151,10 @@ class TryOnImage(Metric):
                 self._stats = load_statistics(fid_reference_stats)
                 self.reasons.append("KID absent: the real set is given as FID statistics "
                                     "(fid_reference_stats), KID needs its images")
-        if lpips_alexnet_weights is None or lpips_weights is None:
+        if not self.pairwise:
+            self.reasons.append("SSIM, PSNR, LPIPS: not computed in the unpaired setting "
+                                "(pairwise: false; a result has no ground-truth image)")
+        elif lpips_alexnet_weights is None or lpips_weights is None:
             self.reasons.append("LPIPS absent: it needs both lpips_alexnet_weights (torchvision "
                                 "AlexNet) and lpips_weights (LPIPS v0.1 alex.pth)")
         else:
@@ -163,9 +182,13 @@ class TryOnImage(Metric):
                                     f"earlier results are {self._shape[1]}x{self._shape[0]}")
             preds.append(p)
             refs.append(r)
-        self._ssim.append(ssim_batch(refs, preds, self.convention))
-        self._psnr.append(np.array([psnr(r, p) for r, p in zip(refs, preds)]))
-        if self.lpips is not None:
+        self._pairs += len(preds)
+        if not self.pairwise:
+            originals = self._distinct(originals)
+        else:
+            self._ssim.append(ssim_batch(refs, preds, self.convention))
+            self._psnr.append(np.array([psnr(r, p) for r, p in zip(refs, preds)]))
+        if self.lpips is not None and self.pairwise:
             from refbench.evaluation.tryon.lpips import lpips_pairs
 
             self._lpips.append(lpips_pairs(self.lpips, refs, preds))
@@ -178,12 +201,28 @@ class TryOnImage(Metric):
                 self._real.append(extract_features(self.inception, originals, self.batch_size,
                                                    self.device, "reference", self.fid_dims))
 
+    def _distinct(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The images not seen before (by content): the unpaired real set counts each
+        person image once."""
+        import hashlib
+
+        out = []
+        for image in images:
+            key = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+            key += str(image.shape)
+            if key not in self._seen_real:
+                self._seen_real.add(key)
+                out.append(image)
+        return out
+
     def merge(self, other: Metric) -> None:
         if not isinstance(other, TryOnImage):
             raise TypeError(f"cannot merge {type(other).__name__} into TryOnImage")
         if other._shape is not None and self._shape not in (None, other._shape):
             raise RefbenchError(f"cannot merge results of {other._shape} into {self._shape}")
         self._shape = self._shape or other._shape
+        self._pairs += other._pairs
+        self._seen_real |= other._seen_real
         for name in ("_ssim", "_psnr", "_lpips", "_fake", "_real"):
             getattr(self, name).extend(getattr(other, name))
 
@@ -192,10 +231,17 @@ class TryOnImage(Metric):
         return np.concatenate(parts) if parts else np.zeros(0)
 
     def compute(self) -> dict[str, float]:
-        ssim = self._cat(self._ssim)
-        if ssim.size == 0:
+        if self._pairs == 0:
             raise RefbenchError("no try-on result was scored")
-        out = {"SSIM": float(ssim.mean()), "PSNR": float(self._cat(self._psnr).mean())}
+        out: dict[str, float] = {}
+        if self.pairwise:
+            out = {"SSIM": float(self._cat(self._ssim).mean()),
+                   "PSNR": float(self._cat(self._psnr).mean())}
+        elif self.inception is None:
+            raise RefbenchError("unpaired try-on is scored by FID/KID only, which need the "
+                                "Inception weights file: pass inception_weights (pytorch-fid's "
+                                "pt_inception-2015-12-05-6726825d.pth), e.g. refbench evaluate "
+                                "... --option inception_weights=PATH", key="inception_weights")
         if self.lpips is not None:
             out["LPIPS"] = float(self._cat(self._lpips).mean())
         if self.inception is not None:
@@ -215,7 +261,7 @@ class TryOnImage(Metric):
         return out
 
     def output_keys(self) -> list[str]:
-        absent = set()
+        absent = set() if self.pairwise else {"SSIM", "PSNR", "LPIPS"}
         if self.lpips is None:
             absent.add("LPIPS")
         if self.inception is None:
@@ -225,9 +271,10 @@ class TryOnImage(Metric):
         return [k for k in self.keys if k not in absent]
 
     def counts(self) -> dict[str, int]:
-        out = {"pairs/scored": int(self._cat(self._ssim).size),
-               f"ssim_convention/{self.convention}": 1,
-               "psnr/identical_pairs": int((self._cat(self._psnr) >= PSNR_CAP).sum())}
+        out = {"pairs/scored": int(self._pairs)}
+        if self.pairwise:
+            out.update({f"ssim_convention/{self.convention}": 1,
+                        "psnr/identical_pairs": int((self._cat(self._psnr) >= PSNR_CAP).sum())})
         if self._shape is not None:
             out.update({"resolution/height": int(self._shape[0]),
                         "resolution/width": int(self._shape[1])})
@@ -243,7 +290,7 @@ class TryOnImage(Metric):
     def warnings(self) -> list[str]:
         out = list(self.reasons)
         pairs = int(self._cat(self._ssim).size)
-        if 0 < pairs < FEW_PAIRS:
+        if self.pairwise and 0 < pairs < FEW_PAIRS:
             out.append(f"only {pairs} pair(s) were scored: SSIM/PSNR/LPIPS are means over few "
                        f"images")
         if self.inception is not None:
