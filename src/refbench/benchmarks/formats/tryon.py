@@ -180,6 +180,7 @@ def read_results(folder: Path, spec: "BenchmarkSpec") -> dict[str, Any]:
 def _write_value(folder: Path, key: str, value: Any) -> None:
     from PIL import Image
 
+    from refbench.evaluation.tryon.images import EncodedImage
     from refbench.evaluation.tryon.metrics import DepthPair
 
     if isinstance(value, DepthPair) or isinstance(value, dict):
@@ -193,6 +194,8 @@ def _write_value(folder: Path, key: str, value: Any) -> None:
     elif isinstance(value, (str, Path)):
         source = Path(value)
         shutil.copyfile(source, folder / f"{key}{source.suffix.lower()}")
+    elif isinstance(value, EncodedImage):
+        Image.fromarray(value.decode(), mode="RGB").save(folder / f"{key}.png")
     elif isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 3:
         Image.fromarray(np.asarray(value), mode="RGB").save(folder / f"{key}.png")
     else:
@@ -288,11 +291,8 @@ class TryOnResultsFormat(SubmissionFormat):
 
     def references_from_dataset(self, dataset: "hf_datasets.Dataset",
                                 spec: "BenchmarkSpec") -> dict[Any, Any]:
-        """From prepared rows: decoded person images, or viewport depth."""
-        import io
-
-        from PIL import Image
-
+        """From prepared rows: the person images (still encoded), or viewport depth."""
+        from refbench.evaluation.tryon.images import EncodedImage
         from refbench.evaluation.tryon.metrics import DepthPair
 
         depth = _is_depth(spec)
@@ -312,8 +312,6 @@ class TryOnResultsFormat(SubmissionFormat):
                     HashedArray(np.asarray(row["depth_front"], np.float32), f"{key} front"),
                     HashedArray(np.asarray(row["depth_back"], np.float32), f"{key} back"),
                     name=key)
-            else:
-                with Image.open(io.BytesIO(row["person"]["bytes"])) as handle:
-                    rgb = np.asarray(handle.convert("RGB"), dtype=np.uint8)
-                out[key] = HashedArray(rgb, key)
+            else:  # kept encoded: the metric decodes a chunk at a time
+                out[key] = EncodedImage(row["person"]["bytes"], key)
         return out

@@ -163,12 +163,19 @@ class TryOnImage(Metric):
             self.lpips = load_lpips(lpips_alexnet_weights, lpips_weights).to(device)
 
     def update(self, predictions: Sequence[ImageLike], references: Sequence[ImageLike]) -> None:
+        """Score pairs `batch_size` at a time, so only one chunk is ever held decoded (a
+        VITON-HD test split decoded at once would be 4.8 GB per side)."""
         if len(predictions) != len(references):
             raise RefbenchError(f"{len(predictions)} results for {len(references)} references")
-        if not predictions:
-            return
+        step = max(1, int(self.batch_size))
+        for start in range(0, len(predictions), step):
+            self._update_chunk(predictions[start:start + step], references[start:start + step],
+                               start)
+
+    def _update_chunk(self, predictions: Sequence[ImageLike], references: Sequence[ImageLike],
+                      offset: int) -> None:
         preds, refs, originals = [], [], []
-        for i, (pred, ref) in enumerate(zip(predictions, references)):
+        for i, (pred, ref) in enumerate(zip(predictions, references), offset):
             p_name, r_name = describe(pred, f"result {i}"), describe(ref, f"reference {i}")
             p, r = load_rgb(pred, p_name), load_rgb(ref, r_name)
             originals.append(r)
