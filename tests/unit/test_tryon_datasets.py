@@ -155,3 +155,14 @@ def test_derive_fills_missing_preprocessing(releases, tmp_path) -> None:
     builder.set_options({"derive": "false"})
     row = builder.generate(root, "paired")["test"][0]
     assert row["sobel_x"] is None and row["derived"] == []
+
+
+def test_a_misnamed_test_pairs_list_is_refused_once_with_the_near_miss(releases,
+                                                                       tmp_path) -> None:
+    root = _copy(releases, "viton_hd", tmp_path)
+    (root / "test_pairs.txt").rename(root / "test_pairs_00006_00.txt")
+    match = (r"test_pairs\.txt: pairs list not found \(found test_pairs_00006_00\.txt: a "
+             r"pairs list must be named test_pairs\.txt\)")
+    _assert_fails_cleanly(VitonHDBuilder(), root, tmp_path / "c", match)
+    problems = VitonHDBuilder().check(root).problems
+    assert len(problems) == 1 and "found test_pairs_00006_00.txt" in problems[0].message

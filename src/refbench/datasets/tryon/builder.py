@@ -230,6 +230,16 @@ class TryOnBuilder(ChunkedDatasetBuilder):
     #: rows per resumable shard of `prepare`
     chunk_size: int = 32
 
+    def check_prepare_inputs(self, root: Path) -> None:
+        """Refuse a release without a test pairs list (every benchmark scores the test
+        pairs; an empty prepared split would only fail later), naming near misses."""
+        root = Path(root)
+        if self.release.pairs_file(root, "test") is None:
+            others = sorted(p.name for p in root.glob("test_pairs*.txt"))
+            near = (f" (found {', '.join(others)}: a pairs list must be named "
+                    f"test_pairs.txt)" if others else "")
+            raise RefbenchError(f"pairs list not found{near}", path=root / "test_pairs.txt")
+
     def prepare_chunks(self, root: Path, tmp: Path, work: Path, progress: bool
                        ) -> dict[str, Any]:
         from refbench.datasets.tryon.chunked import prepare_release
@@ -290,6 +300,7 @@ class TryOnBuilder(ChunkedDatasetBuilder):
     def check_files(self, root: Path, configs: list[str], report: CheckReport) -> None:
         root = Path(root)
         self.release.check_extra(root, report)
+        reported: set[str] = set()  # the configs share the lists: one problem, not one each
         for config in configs:
             for split in SPLITS:
                 try:
@@ -298,9 +309,15 @@ class TryOnBuilder(ChunkedDatasetBuilder):
                     report.problems.append(Problem.from_error(exc, root))
                     continue
                 if path is None:
-                    if split == "test":
-                        report.add(root / f"{split}_pairs.txt", "pairs list not found",
+                    if split == "test" and split not in reported:
+                        reported.add(split)
+                        others = sorted(p.name for p in root.glob(f"{split}_pairs*.txt"))
+                        near = (f" (found {', '.join(others)}: a pairs list must be named "
+                                f"{split}_pairs.txt)" if others else "")
+                        report.add(root / f"{split}_pairs.txt", f"pairs list not found{near}",
                                    MISSING_FILE)
+                    elif split == "test":
+                        continue
                     else:
                         report.hint(f"no {split} pairs list: prepare writes an empty {split} "
                                     f"split")
