@@ -59,6 +59,7 @@ INDEX: dict[str, dict[str, str]] = {
         'squad': 'refbench.baselines.nlp.demo_jobs:squad',
         'sst2': 'refbench.baselines.nlp.demo_jobs:sst2',
         'stsb': 'refbench.baselines.nlp.demo_jobs:stsb',
+        'was-vton': 'refbench.baselines.tryon.demo_jobs:was_vton',
         'wnli': 'refbench.baselines.nlp.demo_jobs:wnli',
     },
     'format': {

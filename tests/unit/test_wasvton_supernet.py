@@ -104,7 +104,7 @@ def test_baseline_config_checks() -> None:
         WasVton.validate_config({"arch": "sleeveless=conv9|fusion=none"}, spec)
     assert info.value.key.startswith("model.arch")
     with pytest.raises(RefbenchError) as info:
-        WasVton.validate_config({}, get_spec("mpv3d-tryon"))
+        WasVton.validate_config({}, get_spec("mpv3d-tryon-depth"))
     assert info.value.key == "benchmark"
 
 

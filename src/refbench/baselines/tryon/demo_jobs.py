@@ -6,6 +6,13 @@ folder, next to the "paste the pre-aligned garment on the person" floor (`floors
 The demo trains the TFM alone, on the release's stand-ins for MTM's outputs (pre-aligned
 garment and mask, the release's parse, zero initial depth; `m3dvton/baseline.py`): the
 full chain (MTM, then TFM on MTM's outputs) is the tiny recipes' job and takes minutes.
+
+`was-vton` (not a default job: `refbench demo --job was-vton`): the tiny WAS-VTON network
+(the supernet's largest path, 8 channels, at 64 x 48) on a synthesized VITON-HD release
+(BODY_25 poses; 128 x 96 persons, results resized back to that size), scored on
+`vitonhd-tryon` (SSIM, HR-VITON's convention) next to the same paste floor with the garment
+aligned on the fly (`wasvton/baseline.py`). The search itself (`refbench search was-vton`)
+is left out: it needs a supernet run and takes minutes.
 """
 
 from __future__ import annotations
@@ -23,6 +30,11 @@ MPV3D_PERSONS = 40
 TFM_STEPS = 120
 
 
+#: VITON-HD persons of the WAS-VTON job, and its training steps
+VITONHD_PERSONS = 40
+WASVTON_STEPS = 120
+
+
 def paste_floor(spec: Any, cache_dir: str) -> dict[Any, Any]:
     """The rival: the pre-aligned garment pasted on each test person."""
     return floor_for(spec, cache_dir)
@@ -38,3 +50,24 @@ def mpv3d() -> DemoJob:
                    trivial_name="paste the pre-aligned garment",
                    overrides=(f"trainer.max_steps={TFM_STEPS}", "trainer.eval_every=0",
                               f"trainer.save_every={TFM_STEPS}"))
+
+
+def aligned_paste_floor(spec: Any, cache_dir: str) -> dict[Any, Any]:
+    """The rival of releases without pre-aligned garments: aligned on the fly, then pasted."""
+    from refbench.baselines.tryon.wasvton.baseline import paste_floor as wasvton_floor
+    from refbench.datasets.base import load_prepared
+
+    rows = load_prepared(spec.dataset.name, split=spec.split, config=spec.dataset.config,
+                         cache_dir=cache_dir)
+    return wasvton_floor(rows)
+
+
+@DEMOS.register("was-vton", default=False)
+def was_vton() -> DemoJob:
+    """Tiny WAS-VTON on VITON-HD's paired test split (module docstring)."""
+    return DemoJob(benchmark="vitonhd-tryon", baseline="was-vton",
+                   recipe="was-vton_tiny_vitonhd-tryon", size=VITONHD_PERSONS,
+                   references=lambda root: Path(root), trivial=aligned_paste_floor,
+                   trivial_name="paste the garment, box-aligned",
+                   overrides=(f"trainer.max_steps={WASVTON_STEPS}", "trainer.eval_every=0",
+                              f"trainer.save_every={WASVTON_STEPS}"))

@@ -1,6 +1,7 @@
 """`refbench search was-vton`: the one-shot search over a trained `was-vton-supernet` run.
 
-From the paper: the supernet is trained once, then the NAS-Warping architecture is chosen
+Works on every benchmark `was-vton-supernet` trains on (VITON, VITON-HD, MPV3D image
+try-on). From the paper: the supernet is trained once, then the NAS-Warping architecture is chosen
 per clothing category and the NAS-Fusion skips are chosen, without retraining candidates.
 
 refbench's choices: an evolutionary search (SPOS-style: a population, the best `parents`
@@ -226,15 +227,22 @@ def search(supernet_run: str | Path, out: str | Path, overrides: Sequence[str] =
 
 def _recipe(run: Any, arch: str, summary: Mapping[str, Any]) -> str:
     """A `was-vton` recipe: the supernet run's model settings, the searched arch, and the
-    trainer of the shipped recipe at the supernet's size (tiny at <= 64 px height)."""
+    trainer of the benchmark's shipped `was-vton` recipe at the supernet's size (the tiny
+    one when the supernet is smaller than the full recipe's; VITON's when the benchmark
+    has no shipped recipe)."""
     import yaml
 
     from refbench.config import load_recipe
+    from refbench.registry import RECIPES
 
     model = dict(run.model)
-    tiny = int(model.get("height", 256)) <= 64
-    base = f"was-vton_{'tiny' if tiny else 'full'}_viton-tryon"
-    body = load_recipe(base)
+    bench = summary["benchmark"]
+    if f"was-vton_full_{bench}" not in RECIPES:
+        bench = "viton-tryon"
+    full = load_recipe(f"was-vton_full_{bench}")
+    tiny = int(model.get("height", 256)) < int(full["model"]["height"])
+    base = f"was-vton_{'tiny' if tiny else 'full'}_{bench}"
+    body = full if not tiny else load_recipe(base)
     body.pop("recipe", None)
     body.pop("base", None)
     body.update({"baseline": "was-vton", "tasks": ["try-on"]})
