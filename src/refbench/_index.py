@@ -22,8 +22,10 @@ INDEX: dict[str, dict[str, str]] = {
         'was-vton-supernet': 'refbench.baselines.tryon.wasvton.baseline:WasVtonSupernet',
     },
     'dataset': {
+        'ade20k': 'refbench.datasets.segmentation.ade20k:ADE20KBuilder',
         'cifar10': 'refbench.datasets.cifar.builder:Cifar10Builder',
         'cifar100': 'refbench.datasets.cifar.builder:Cifar100Builder',
+        'cityscapes': 'refbench.datasets.segmentation.cityscapes:CityscapesBuilder',
         'coco': 'refbench.datasets.coco:CocoBuilder',
         'covid19_ct': 'refbench.datasets.chinese_reports.builders:Covid19CTBuilder',
         'cx_chr': 'refbench.datasets.chinese_reports.builders:CXCHRBuilder',
@@ -73,6 +75,7 @@ INDEX: dict[str, dict[str, str]] = {
         'm5product_labels': 'refbench.benchmarks.formats.m5product.labels:M5ProductLabelsFormat',
         'm5product_ranked': 'refbench.benchmarks.formats.m5product.ranked:M5ProductRankedFormat',
         'nas_ranking': 'refbench.benchmarks.formats.nas_ranking:NasRankingFormat',
+        'pinas_ranking': 'refbench.benchmarks.formats.nas_ranking:PinasRankingFormat',
         'product1m_ranked': 'refbench.benchmarks.formats.product1m:Product1MRankedFormat',
         'reports_json': 'refbench.benchmarks.formats.reports:ReportsJsonFormat',
         'segmentation_png': 'refbench.benchmarks.formats.segmentation:SegmentationPngFormat',

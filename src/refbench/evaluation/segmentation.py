@@ -24,12 +24,17 @@ Layouts (`layout`):
   trainIds (`*_gtFine_labelTrainIds.png`); predictions in labelIds (the official
   submission convention) or trainIds (`prediction_ids`).
 
+Label maps outside a layout's values are refused, naming the file and pixel: ADE20K
+0..150 (255 also in ground truth), Cityscapes labelIds 0..33 (the official script stops
+on any other id, "Unknown label with id"), trainIds 0..18 and 255.
+
 Keys: `aAcc`, `mIoU`, `mAcc`, `mIoU_all_classes`, `IoU/<class>`; fractions in [0, 1]
 (mmseg prints them x100). Higher is better.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -50,6 +55,8 @@ CITYSCAPES_TRAIN_IDS: dict[int, int] = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 
 CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
                       "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
                       "truck", "bus", "train", "motorcycle", "bicycle")
+#: the largest id of cityscapesScripts' labels.py that a labelIds image holds (bicycle)
+CITYSCAPES_MAX_LABEL_ID = 33
 LAYOUTS = {"ade20k": ADE20K_CLASSES, "cityscapes": len(CITYSCAPES_CLASSES)}
 
 
@@ -117,6 +124,12 @@ class SegmentationPair:
         value = self.load() if callable(self.load) else self.load
         return np.asarray(value)
 
+    def __str__(self) -> str:
+        """A digest of the label values (what result.json's label-set hash covers): the
+        same labels give the same string wherever the file lives."""
+        array = np.ascontiguousarray(self.array(), dtype=np.int64)
+        return f"labels{array.shape}:{hashlib.sha256(array.tobytes()).hexdigest()}"
+
 
 def _keys(layout: str) -> dict[str, str]:
     names = CITYSCAPES_CLASSES if layout == "cityscapes" else tuple(
@@ -161,17 +174,44 @@ class SemanticSegmentation(Metric):
             return reduce_zero_label(array)
         return label_ids_to_train_ids(array) if ids == "labelIds" else np.asarray(array, np.int64)
 
+    def valid_values(self, ids: str, prediction: bool) -> tuple[int, bool]:
+        """(largest valid value, whether 255 is valid) of a label map in convention `ids`:
+        ADE20K 0..150 (a ground truth may carry 255, ignored); Cityscapes labelIds 0..33
+        (the official script stops on any other id), trainIds 0..18 and 255."""
+        if self.layout == "ade20k":
+            return ADE20K_CLASSES, not prediction
+        return (CITYSCAPES_MAX_LABEL_ID, False) if ids == "labelIds" else (
+            len(CITYSCAPES_CLASSES) - 1, True)
+
+    def checked(self, value: Any, ids: str, prediction: bool) -> np.ndarray:
+        """The label map of `value` (a `SegmentationPair` or an array), refused in one line
+        naming its file when a value lies outside the layout's range."""
+        array = value.array() if isinstance(value, SegmentationPair) else np.asarray(value)
+        name = value.name if isinstance(value, SegmentationPair) else (
+            "prediction" if prediction else "ground truth")
+        top, ignore_ok = self.valid_values(ids, prediction)
+        if array.size and (array.min() < 0 or array.max() > top):
+            bad = (array < 0) | (array > top)
+            if ignore_ok:
+                bad &= array != IGNORE
+            if bad.any():
+                y, x = (int(v) for v in np.argwhere(bad)[0])
+                what = ("an ADE20K class (0..150)" if self.layout == "ade20k" else
+                        f"a Cityscapes {ids[:-3]}Id (0..{top}{', 255' if ignore_ok else ''})")
+                raise RefbenchError(f"{name}: label {int(array[y, x])} at pixel (x={x}, y={y}) "
+                                    f"is not {what}")
+        return array
+
     def update(self, predictions: Sequence[Any], references: Sequence[Any]) -> None:
         if len(predictions) != len(references):
             raise RefbenchError(f"{len(predictions)} predictions for {len(references)} references")
         for pred, ref in zip(predictions, references):
-            label = ref.array() if isinstance(ref, SegmentationPair) else np.asarray(ref)
-            label = self.convert(label, self.label_ids)
+            label = self.convert(self.checked(ref, self.label_ids, False), self.label_ids)
             if pred is None:  # no prediction: every labelled pixel is wrong
                 self.missing += 1
                 pred_arr = np.full(label.shape, -1, dtype=np.int64)
             else:
-                raw = pred.array() if isinstance(pred, SegmentationPair) else np.asarray(pred)
+                raw = self.checked(pred, self.prediction_ids, True)
                 if raw.shape != label.shape:
                     name = pred.name if isinstance(pred, SegmentationPair) else "prediction"
                     raise RefbenchError(f"{name}: size {raw.shape} differs from its label map's "

@@ -229,3 +229,136 @@ class NasRankingFormat(SubmissionFormat):
         if missing:
             raise RefbenchError(f"prepared split lacks column(s) {sorted(missing)}")
         return sample(_truths(zip(dataset["arch"], dataset[column]), column, space), spec)
+
+
+# -- a ranking benchmark's own ground truth: the stand-alone accuracies of its sample --------
+
+#: the file `refbench.baselines.nas.ranking.run_ranking` writes: one JSON object per line,
+#: `{"arch": CODE, "accuracy": MEAN, "per_seed": {...}}`
+TRUTH_FILE = "ground_truth.jsonl"
+
+
+def choice_list_space(num_choices: int) -> SearchSpace:
+    """Pi-NAS's choice-list encoding (`3 0 1 3`: one candidate index per block, blank or
+    comma separated; a packed digit string is read too) over `num_choices` candidates, any
+    number of blocks: a file's codes must share one length, which the ground truth fixes."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        tokens = [t for t in re.split(r"[\s,]+", str(text).strip().strip("[]()")) if t]
+        if len(tokens) == 1 and tokens[0].isdigit() and len(tokens[0]) > 1:
+            tokens = list(tokens[0])
+        if not tokens:
+            raise ArchitectureError("empty architecture code")
+        out = []
+        for block, token in enumerate(tokens):
+            if not re.fullmatch(r"\d+", token):
+                raise ArchitectureError(f"choice {token!r} of block {block} is not an integer")
+            if int(token) >= num_choices:
+                raise ArchitectureError(f"choice {token} of block {block} is out of range "
+                                        f"0..{num_choices - 1}")
+            out.append(int(token))
+        return tuple(out)
+
+    def fmt(choices: tuple[int, ...]) -> str:
+        return " ".join(str(c) for c in choices)
+
+    return SearchSpace(f"choice-list-{num_choices}", parse, fmt, "3 0 1 3")
+
+
+def _pinas_space() -> SearchSpace:
+    from refbench.baselines.nas.pinas.space import CANDIDATES
+
+    return choice_list_space(len(CANDIDATES))
+
+
+def _one_length(codes: Mapping[str, Any], path: Path, what: str) -> int:
+    """The shared number of blocks of a file's codes (a ranking compares one space)."""
+    lengths = {len(code.split()) for code in codes}
+    if len(lengths) != 1:
+        raise RefbenchError(f"{what} mix codes of {sorted(lengths)} blocks: a ranking compares "
+                            f"architectures of one space", path=path)
+    return lengths.pop()
+
+
+def read_ground_truth(path: Path, space: SearchSpace) -> dict[str, ArchitectureTruth]:
+    """`{canonical arch: stand-alone accuracy}` of a ranking benchmark's ground truth: its
+    `ground_truth.jsonl` (or the benchmark's output folder holding it), or a table file in
+    the submission's text layout (`ARCH<sep>ACCURACY` per line). Refused with one line naming
+    the file and line: malformed JSON, a missing or non-numeric `accuracy`, NaN or +-inf, an
+    invalid code, an architecture given twice, codes of different lengths, an empty file."""
+    path = Path(path)
+    if path.is_dir() and path.suffix.lower() != ".jsonl":  # the benchmark's output folder
+        path = path / TRUTH_FILE
+    if path.suffix.lower() != ".jsonl":
+        table = read_scores(path, space)
+        for arch, value in table.items():
+            if not math.isfinite(value):
+                raise RefbenchError(f"architecture {arch}: accuracy {value} is not finite",
+                                    path=path)
+        out = {a: ArchitectureTruth(a, v) for a, v in table.items()}
+    else:
+        try:
+            lines = path.read_bytes().decode("utf-8-sig").splitlines()
+        except FileNotFoundError:
+            raise RefbenchError("ground-truth file not found", path=path) from None
+        except IsADirectoryError:
+            raise RefbenchError("expected a file, found a folder", path=path) from None
+        except UnicodeDecodeError as exc:
+            raise RefbenchError(f"not valid UTF-8 ({exc.reason})", path=path) from None
+        out, where = {}, {}
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                raise RefbenchError("empty line", path=path, line=number)
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise RefbenchError(f"malformed JSON ({exc.msg})", path=path,
+                                    line=number) from None
+            if not isinstance(row, dict) or "arch" not in row or "accuracy" not in row:
+                raise RefbenchError('expected {"arch": ..., "accuracy": ...}', path=path,
+                                    line=number)
+            arch = _arch(space, row["arch"], path, number, "arch")
+            value = _score(row["accuracy"], path, number, "accuracy")
+            if not math.isfinite(value):
+                raise RefbenchError(f"accuracy {value} is not finite", path=path, line=number,
+                                    key="accuracy")
+            if arch in out:
+                raise RefbenchError(f"architecture {arch} is given twice (first at line "
+                                    f"{where[arch]})", path=path, line=number)
+            out[arch], where[arch] = ArchitectureTruth(arch, value), number
+        if not out:
+            raise RefbenchError("the ground truth names no architecture", path=path)
+    _one_length(out, path, "the ground truth's architectures")
+    return out
+
+
+@FORMATS.register("pinas_ranking")
+class PinasRankingFormat(NasRankingFormat):
+    """The `nas_ranking` scores file over Pi-NAS choice-list codes (`3 0 1 3`), scored
+    against the stand-alone accuracies of a ranking benchmark's fixed sample: the
+    `ground_truth.jsonl` that `refbench search pinas-ranking` writes (or a table file).
+
+    No prepared split holds that ground truth, so `--references` (or a leaderboard's hidden
+    copy) is required. An architecture outside the sample is ignored and reported (refused
+    on the leaderboard); a missing one is refused, as for every ranking."""
+
+    references_required = True
+
+    def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
+        write_scores(Path(path), predictions, _pinas_space())
+
+    def read(self, path: Path, spec: "BenchmarkSpec",
+             options: Mapping[str, Any] | None = None) -> dict[Any, Any]:
+        if options:
+            raise RefbenchError(f"pinas_ranking takes no read options, got {sorted(options)}")
+        scores = read_scores(Path(path), _pinas_space())
+        _one_length(scores, Path(path), "the submission's architectures")
+        return scores
+
+    def read_references(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
+        return sample(read_ground_truth(Path(path), _pinas_space()), spec)
+
+    def references_from_dataset(self, dataset: "hf_datasets.Dataset",
+                                spec: "BenchmarkSpec") -> dict[Any, Any]:
+        raise RefbenchError(f"{spec.name} is scored against a ranking benchmark's "
+                            f"{TRUTH_FILE} (stand-alone accuracies): pass --references")

@@ -179,14 +179,14 @@ class SupernetLearner(nn.Module):
             raise ValueError(f"{self.method} needs {VIEWS[self.method]} views, got {views.shape[1]}")
         nb, nc = self.space.num_blocks, self.space.num_choices
         if self.method == "spos-supervised":
-            (arch,) = sample_paths(nb, nc, 1)
+            (arch,) = same_paths(sample_paths(nb, nc, 1))
             logits = self.classifier(self.supernet.features(views[:, 0], arch))
             loss = labelled_ce(logits, labels)
             return {"loss": loss, "ce": loss.detach()}
         queue = self.queue.clone().detach()
         temp = self.moco_cfg.temperature
         if self.method == "pinas":
-            arch0, arch1 = sample_paths(nb, nc, 2)
+            arch0, arch1 = same_paths(sample_paths(nb, nc, 2))
             q0, f0 = self.queries(views[:, 0], arch0)
             self.momentum_update(arch0)
             k0 = self.keys(views[:, 1], arch0)
@@ -196,7 +196,7 @@ class SupernetLearner(nn.Module):
             contrastive = info_nce(q0, k1, queue, temp) + info_nce(q1, k0, queue, temp)
             self.enqueue((k0 + k1) / 2)
         else:  # spos-moco
-            (arch0,) = sample_paths(nb, nc, 1)
+            (arch0,) = same_paths(sample_paths(nb, nc, 1))
             q0, f0 = self.queries(views[:, 0], arch0)
             self.momentum_update(None)
             k0 = self.keys(views[:, 1], arch0)
@@ -215,6 +215,23 @@ def _distributed() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def same_paths(paths: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Rank 0's paths on every process: each step trains one path (pair) on the whole
+    global batch, as the official multi-GPU training does. The engine seeds every rank
+    differently (augmentation), so paths drawn locally would differ, DDP would average
+    gradients of different sub-networks and cross-process BN would normalise layers of
+    different widths together. One process: unchanged."""
+    if not _distributed():
+        return paths
+    import torch.distributed as dist
+
+    device = (torch.device("cuda", torch.cuda.current_device())
+              if dist.get_backend() == "nccl" else torch.device("cpu"))
+    table = torch.tensor(paths, dtype=torch.long, device=device)
+    dist.broadcast(table, src=0)
+    return [tuple(int(v) for v in row) for row in table.tolist()]
 
 
 @torch.no_grad()
@@ -257,4 +274,4 @@ def numpy_rng() -> np.random.Generator:
 
 
 __all__ = ["METHODS", "VIEWS", "Method", "MocoConfig", "ProjectionMLP", "SupernetLearner",
-           "check_moco", "info_nce", "numpy_rng", "sample_paths"]
+           "check_moco", "info_nce", "numpy_rng", "same_paths", "sample_paths"]

@@ -17,14 +17,14 @@ Re-derived from the official `SuperResNet` (timm's ResNet/ResNeSt layers) and Re
 
 `Supernet.forward(x, arch)` runs the path `arch` (one choice index per block);
 `SubNet` is the fixed network of one architecture as an ordinary module, with weights
-copied from a supernet by `SubNet.from_supernet`. BatchNorm becomes torch's
-`SyncBatchNorm` under multi-GPU DDP (`convert_sync_bn`).
+copied from a supernet by `SubNet.from_supernet`. BatchNorm becomes cross-process under
+DDP (`convert_sync_bn`): torch's `SyncBatchNorm` on GPUs, `ProcessGroupBatchNorm` on CPU.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -265,15 +265,94 @@ class SubNet(nn.Module):
         return net
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose gradient is again the sum over processes: every rank's
+    loss depends on the global statistics, so each input's gradient collects all ranks'."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
+class ProcessGroupBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch across the
+    processes of the default group, in plain PyTorch over any backend (gloo on CPU): torch's
+    `SyncBatchNorm` refuses CPU tensors. Mean and biased variance come from differentiable
+    all-reduces (two passes: sum and count, then the sum of squared deviations), so
+    outputs, gradients and the running statistics (momentum update with the unbiased
+    variance, as BatchNorm does) equal one process normalising the whole batch. Outside
+    training, or in one process, it is an ordinary BatchNorm2d."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1):
+            return super().forward(x)
+        if x.dim() != 4:
+            raise ValueError(f"expected a 4-D input, got {x.dim()}-D")
+        dims = (0, 2, 3)
+        local = torch.cat([x.sum(dims), x.new_tensor([x.numel() // x.shape[1]])])
+        total = _AllReduceSum.apply(local)
+        count = total[-1]
+        mean = total[:-1] / count
+        centred = x - mean.view(1, -1, 1, 1)
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / count
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                          else self.momentum)
+                n = float(count)
+                unbiased = var.detach() * (n / max(n - 1.0, 1.0))
+                self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+                self.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+        out = centred * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
+        if self.affine:
+            out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return out
+
+
 def convert_sync_bn(module: nn.Module) -> nn.Module:
-    """Torch `SyncBatchNorm` in place of BatchNorm when running multi-process on GPUs
-    (the official code's SyncBN); SyncBatchNorm has no CPU kernel, so CPU runs keep
-    per-process BatchNorm."""
+    """Cross-process BatchNorm (the official code's SyncBN) when running multi-process:
+    torch's `SyncBatchNorm` on GPUs, `ProcessGroupBatchNorm` on CPU (gloo), both with
+    the original parameters and running statistics. One process: unchanged."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 \
-            and torch.cuda.is_available():
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return module
+    if torch.cuda.is_available():
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return _to_group_bn(module)
+
+
+def _to_group_bn(module: nn.Module) -> nn.Module:
+    if type(module) is nn.BatchNorm2d:
+        like = module.weight if module.affine else module.running_mean
+        new = ProcessGroupBatchNorm(module.num_features, module.eps, module.momentum,
+                                    module.affine, module.track_running_stats,
+                                    device=None if like is None else like.device,
+                                    dtype=None if like is None else like.dtype)
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        if module.affine:
+            new.weight.requires_grad_(module.weight.requires_grad)
+            new.bias.requires_grad_(module.bias.requires_grad)
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, _to_group_bn(child))
     return module
 
 
