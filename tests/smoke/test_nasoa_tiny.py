@@ -43,6 +43,14 @@ def test_zoo_then_finetune_benchmark(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert 0.0 <= result.metrics["accuracy"] <= 100.0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tasks"] == ["synthetic:easy:1", "synthetic:hard:1"]
+    from refbench.baselines.nas.nasoa.choices import read_choice
+
+    for name in ("online", "bohb"):  # each generator's choices, ready for `refbench train`
+        choices = out / name / "choices"
+        assert sorted(p.name for p in choices.glob("*.json")) == ["synthetic_easy_1.json",
+                                                                   "synthetic_hard_1.json"]
+        assert read_choice(choices / "synthetic_hard_1.json", "20steps", 1).entry.steps == 20
+        assert (choices / "synthetic_hard_1@6steps.yaml").is_file()
 
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path,

@@ -11,13 +11,26 @@ What is trained:
 - without a zoo: the DNet of `model.code` (default `DEFAULT_CODE`, below) from scratch,
   the same network the zoo would hold, so the recipe runs on a bare checkout.
 
-The schedule is the recipe's: `trainer.lr`, `trainer.batch_size` and `trainer.max_steps`
-are the learning rate, batch size and steps a generator chose (the nasoa-finetune
-benchmark's result.json lists every choice under `provenance.choices`; apply one with
-`--set model.member=m1 trainer.lr=0.035 trainer.batch_size=32`). The optimizer is
-NASOA's fine-tune optimizer (`finetune.py`: SGD, momentum 0.9, weight decay from
-`trainer.weight_decay`, 1e-4 in the recipes) under the engine's warm-up + cosine
-schedule, the same shape `finetune.lr_at` uses. Images are resized to the zoo's
+Applying a generator's choice (`model.schedule: PATH`): the nasoa-finetune benchmark writes
+one choice file per generator and task (`<out>/<generator>/choices/<task>.json`,
+`choices.py`); `--set model.schedule=PATH` (with `model.schedule_budget=100steps` when the
+file holds several budgets, `model.schedule_seed=K` to pick a seed other than the first)
+fine-tunes the chosen member of the zoo the choice was made from (checked against its
+zoo.json hash; `model.zoo` may point at a moved copy) with the chosen learning rate,
+momentum and weight decay. The runner gives a baseline no say over the trainer's batch
+size and step count, so those two are checked instead: a run whose `trainer.batch_size`
+or step count differs from the choice stops with a one-line error listing the `--set`
+that fixes it; the recipe written beside each choice file (`<task>@<budget>.yaml`) sets
+them, so `--recipe THAT.yaml` applies a choice with nothing else. Which choice file
+(path, sha256, entry) drove the run is kept in the run's `nasoa_model.json`; the written
+recipe also pins the sha256 (`model.schedule_sha256`), so config.yaml and the result's
+config hash record it.
+
+Without a choice the schedule is the recipe's: `trainer.lr`, `trainer.batch_size` and
+`trainer.max_steps` (the nasoa-finetune benchmark's result.json lists every choice under
+`provenance.choices`). The optimizer is NASOA's fine-tune optimizer (`finetune.py`: SGD,
+momentum 0.9, weight decay from `trainer.weight_decay`, 1e-4 in the recipes) under the
+engine's warm-up + cosine schedule, the same shape `finetune.lr_at` uses. Images are resized to the zoo's
 resolution (`model.image_size` without a zoo) and scaled to [-1, 1] like the benchmark's
 fine-tunings (`tasks.normalise`).
 """
@@ -43,6 +56,7 @@ from refbench.registry import BASELINES
 if TYPE_CHECKING:  # pragma: no cover
     import datasets as hf_datasets
 
+    from refbench.baselines.nas.nasoa.choices import AppliedChoice
     from refbench.benchmarks.spec import BenchmarkSpec
     from refbench.config import TrainerConfig
 
@@ -69,12 +83,27 @@ class NasoaConfig:
     #: input resolution without a zoo (with one, the zoo's own)
     image_size: int = 32
     momentum: float = 0.9
+    #: a generator's choice file (module doc); sets the member, zoo and optimizer settings
+    schedule: str | None = None
+    #: which budget's choice of that file (None: the file's only budget)
+    schedule_budget: str | None = None
+    #: which seed's choice (None: the first listed)
+    schedule_seed: int | None = None
+    #: the choice file's expected sha256 (None: not pinned)
+    schedule_sha256: str | None = None
 
 
 def _check(cfg: NasoaConfig) -> None:
     from refbench.baselines.nas.nasoa.encoding import parse
 
-    if cfg.zoo is None:
+    if cfg.schedule is not None:
+        if cfg.member is not None:
+            raise RefbenchError("the choice file names the member; drop model.member",
+                                key="model.member")
+    elif (cfg.schedule_budget, cfg.schedule_seed, cfg.schedule_sha256) != (None,) * 3:
+        raise RefbenchError("schedule_budget / schedule_seed / schedule_sha256 need a choice "
+                            "file (model.schedule: PATH)", key="model.schedule")
+    elif cfg.zoo is None:
         if cfg.member is not None:
             raise RefbenchError("a member needs a zoo (model.zoo: PATH)", key="model.member")
         parse(cfg.code)
@@ -93,6 +122,32 @@ def _class_names(rows: "hf_datasets.Dataset") -> list[str]:
     return list(names)
 
 
+def _applied(cfg: NasoaConfig) -> tuple["AppliedChoice", Any]:
+    """The choice of `model.schedule` and the (verified) zoo it runs on."""
+    from refbench.baselines.nas.nasoa.choices import check_zoo, read_choice
+    from refbench.baselines.nas.nasoa.zoo import load_zoo
+
+    assert cfg.schedule is not None
+    choice = read_choice(cfg.schedule, cfg.schedule_budget, cfg.schedule_seed,
+                         cfg.schedule_sha256)
+    zoo = load_zoo(cfg.zoo if cfg.zoo is not None else choice.zoo)
+    check_zoo(choice, zoo)
+    return choice, zoo
+
+
+def check_trainer(choice: "AppliedChoice", batch_size: int, max_steps: int) -> None:
+    """Refuse a run whose batch size or step count is not the choice's, naming the fix."""
+    e = choice.entry
+    if (batch_size, max_steps) != (e.batch_size, e.steps):
+        raise RefbenchError(
+            f"the choice ({e.model}, lr {e.lr:g}) was made for batch size {e.batch_size} and "
+            f"{e.steps} steps, the trainer runs {batch_size} and {max_steps}: add --set "
+            f"trainer.batch_size={e.batch_size} --set trainer.max_steps={e.steps} --set "
+            f"trainer.epochs=null (or the recipe written beside the choice file, "
+            f"{choice.path.with_suffix('')}@{e.budget}.yaml)",
+            path=choice.path, key="trainer")
+
+
 @BASELINES.register("nasoa", family="NASOA (Xu et al., ICCV 2021)")
 class NasoaBaseline(Baseline):
     """A NASOA zoo member (or a DNet code from scratch) fine-tuned as a classifier."""
@@ -105,6 +160,7 @@ class NasoaBaseline(Baseline):
         from refbench.baselines.nas.nasoa.network import DNet
 
         self.cfg, self.code, self.image_size, self.member = cfg, code, image_size, member
+        self.choice: "AppliedChoice | None" = None
         self.classes = classes
         self.net = DNet(code, len(classes))
 
@@ -112,7 +168,9 @@ class NasoaBaseline(Baseline):
     def validate_config(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec") -> NasoaConfig:
         cfg = from_dict(NasoaConfig, dict(model_cfg), prefix="model")
         _check(cfg)
-        if cfg.zoo is not None:
+        if cfg.schedule is not None:
+            _applied(cfg)  # file, entry, zoo and member checked before a run writes anything
+        elif cfg.zoo is not None:
             from refbench.baselines.nas.nasoa.zoo import load_zoo
 
             zoo = load_zoo(cfg.zoo)  # a missing / tampered zoo fails here, before a run
@@ -126,7 +184,16 @@ class NasoaBaseline(Baseline):
                init_from: str | None = None) -> "NasoaBaseline":
         cfg = cls.validate_config(model_cfg, spec)
         classes = _class_names(train_rows)
-        if cfg.zoo is None:
+        zoo_path = cfg.zoo
+        if cfg.schedule is not None:
+            choice, zoo = _applied(cfg)
+            model = cls(cfg, choice.entry.code, zoo.image_size, classes, choice.entry.model)
+            model.choice = choice
+            net = zoo.load_model(choice.entry.model)  # checksummed pretrained weights
+            net.reset_head(len(classes))
+            model.net = net
+            zoo_path = str(zoo.folder)
+        elif cfg.zoo is None:
             model = cls(cfg, cfg.code, cfg.image_size, classes)
         else:
             from refbench.baselines.nas.nasoa.zoo import load_zoo
@@ -139,7 +206,8 @@ class NasoaBaseline(Baseline):
             model.net = net
         atomic_write_json(Path(run_dir) / MODEL_FILE,
                           {"code": model.code, "image_size": model.image_size,
-                           "member": model.member, "zoo": cfg.zoo, "classes": classes})
+                           "member": model.member, "zoo": zoo_path, "classes": classes,
+                           "choice": model.choice.record() if model.choice else None})
         return model
 
     @classmethod
@@ -192,9 +260,17 @@ class NasoaBaseline(Baseline):
 
     # -- training and prediction -----------------------------------------------------------
     def configure_optimizer(self, config: "TrainerConfig") -> torch.optim.Optimizer:
-        """NASOA's fine-tune optimizer: SGD with momentum on every parameter."""
-        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=config.lr,
-                               momentum=self.cfg.momentum, weight_decay=config.weight_decay)
+        """NASOA's fine-tune optimizer: SGD with momentum on every parameter; with a choice
+        file, the choice's learning rate, momentum and weight decay (the engine's warm-up +
+        cosine scales that learning rate), after checking the trainer runs the choice's
+        batch size and steps (module doc)."""
+        lr, momentum, decay = config.lr, self.cfg.momentum, config.weight_decay
+        if self.choice is not None:
+            check_trainer(self.choice, config.batch_size, config.max_steps)
+            e = self.choice.entry
+            lr, momentum, decay = e.lr, e.momentum, e.weight_decay
+        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=lr,
+                               momentum=momentum, weight_decay=decay)
 
     def training_step(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         return {"loss": F.cross_entropy(self.net(batch["images"]), batch["labels"])}

@@ -18,6 +18,11 @@ Written to the output folder (atomically, once everything ran):
                               choice, lower is better), `warmup_seconds` (online only),
                               means over seeds with their spread in `aggregate`; the chosen
                               models and schedules and the declared machine in provenance
+    <generator>/choices/<task>.json          the generator's choice per seed and budget
+                              for that task (`choices.py`; `refbench train nasoa --set
+                              model.schedule=PATH` applies one)
+    <generator>/choices/<task>@<budget>.yaml a recipe applying the first seed's choice
+                              (member, lr, batch size, steps) through `refbench train`
     result.json               the first generator's result (the online one by default)
     summary.json              every generator's means and sample standard deviations
     accuracy_vs_budget.svg    mean accuracy per budget, one line per generator, +-1 std
@@ -34,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from refbench.baselines.nas.nasoa.choices import CHOICES_DIR
 from refbench.baselines.nas.nasoa.finetune import Budget
 from refbench.baselines.nas.nasoa.generators import GENERATORS
 from refbench.errors import RefbenchError
@@ -246,8 +252,24 @@ def _write(out: Path, zoo: Any, cfg: BenchmarkConfig, budgets: list[Budget],
         atomic_write_json(out / name / "result.json", doc)
         if name == cfg.generators[0]:
             atomic_write_json(out / "result.json", doc)
+        _write_choices(out / name / CHOICES_DIR, name, zoo, mine, [b.label for b in budgets])
         summary["generators"][name] = {"mean": metrics, "std": std}
     atomic_write_text(out / "runs.jsonl", "\n".join(lines) + "\n")
     atomic_write_text(out / "accuracy_vs_budget.svg", accuracy_svg(summary))
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _write_choices(folder: Path, generator: str, zoo: Any, runs: list[dict[str, Any]],
+                   budgets: list[str]) -> None:
+    """One choice file per task and, beside it, one recipe per budget (`choices.py`)."""
+    from refbench.baselines.nas.nasoa.choices import choice_documents, choice_recipe
+    from refbench.io import atomic_write_json, atomic_write_text, sha256_file
+
+    for slug, doc in choice_documents(generator, zoo, runs, f"{BENCHMARK}@{VERSION}").items():
+        path = folder / f"{slug}.json"
+        atomic_write_json(path, doc)
+        digest = sha256_file(path)
+        for budget in budgets:
+            atomic_write_text(folder / f"{slug}@{budget}.yaml",
+                              choice_recipe(path, doc, budget, digest))

@@ -88,7 +88,10 @@ class NasoaFinetuneSearch(Search):
     budget and scored on the task's test split. Generators: online (NASOA's adaptive
     predictor, updated after every task), random, hyperband, bohb (optuna; trials are jobs
     of the job pool, Ray with --address) and largest-default. Writes runs.jsonl,
-    <generator>/result.json and result.json (mean accuracy at budget, choose seconds, with
+    <generator>/result.json, <generator>/choices/<task>.json (what it chose, per seed and
+    budget; `refbench train nasoa --set model.schedule=PATH` applies one) with a train
+    recipe per budget beside it (<task>@<budget>.yaml), result.json (mean accuracy at
+    budget, choose seconds, with
     seeds and spread), summary.json and accuracy_vs_budget.svg. Tune with --set
     finetune.KEY=VALUE (tasks, budgets, generators, seeds, trials, warmup, ...).
     """
