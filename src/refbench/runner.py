@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,7 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
     check_recipe_task(config, spec.task.type)  # before the model keys: it names the cause
     baseline_cls = BASELINES.get(config.baseline)
     baseline_cls.validate_config(config.model, spec)  # before anything is written
+    decided = baseline_cls.configure_trainer(config.model, spec, config.trainer)
     options = check_metric_options(spec, config.evaluation, key="evaluation")
     run_dir = run_dir_of(config)
     ckpts = run_dir / "checkpoints"
@@ -192,6 +194,8 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
     dist = DistContext.from_env()
     try:
         if dist.is_main:
+            for line in decided:  # recorded in config.yaml too
+                print(f"refbench: {line}", file=sys.stderr, flush=True)
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / CONFIG_FILE, dump_yaml(config))
         _seed_all(config.trainer.seed)

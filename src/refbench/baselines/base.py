@@ -66,6 +66,15 @@ class Baseline(nn.Module):
         return from_dict(cls.Config, dict(model_cfg), prefix="model")
 
     @classmethod
+    def configure_trainer(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+                          trainer: Any) -> list[str]:
+        """Trainer settings the model's own config decides, applied in place before the run
+        writes its config.yaml (e.g. the batch size and steps of a fine-tuning schedule a
+        search chose, so naming the schedule is enough); returns one line per change, which
+        the runner prints. Default: nothing is decided here."""
+        return []
+
+    @classmethod
     def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
                train_rows: "hf_datasets.Dataset", run_dir: Path,
                init_from: str | None = None) -> "Baseline":
@@ -129,3 +138,8 @@ class HeadDispatch(Baseline):
     @classmethod
     def validate_config(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec") -> Any:
         return cls.head_for(spec).validate_config(model_cfg, spec)
+
+    @classmethod
+    def configure_trainer(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+                          trainer: Any) -> list[str]:
+        return cls.head_for(spec).configure_trainer(model_cfg, spec, trainer)

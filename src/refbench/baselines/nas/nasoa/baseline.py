@@ -17,11 +17,10 @@ one choice file per generator and task (`<out>/<generator>/choices/<task>.json`,
 file holds several budgets, `model.schedule_seed=K` to pick a seed other than the first)
 fine-tunes the chosen member of the zoo the choice was made from (checked against its
 zoo.json hash; `model.zoo` may point at a moved copy) with the chosen learning rate,
-momentum and weight decay. The runner gives a baseline no say over the trainer's batch
-size and step count, so those two are checked instead: a run whose `trainer.batch_size`
-or step count differs from the choice stops with a one-line error listing the `--set`
-that fixes it; the recipe written beside each choice file (`<task>@<budget>.yaml`) sets
-them, so `--recipe THAT.yaml` applies a choice with nothing else. Which choice file
+momentum and weight decay, and sets the trainer's batch size and step count to the
+choice's (`configure_trainer`, before the run writes config.yaml; the runner prints each
+setting it changed), so naming the schedule is enough. The recipe written beside each
+choice file (`<task>@<budget>.yaml`) holds the same settings. Which choice file
 (path, sha256, entry) drove the run is kept in the run's `nasoa_model.json`; the written
 recipe also pins the sha256 (`model.schedule_sha256`), so config.yaml and the result's
 config hash record it.
@@ -177,6 +176,23 @@ class NasoaBaseline(Baseline):
             if cfg.member is not None:
                 zoo.member(cfg.member)
         return cfg
+
+    @classmethod
+    def configure_trainer(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
+                          trainer: Any) -> list[str]:
+        """A schedule decides the batch size and the step count it was chosen for."""
+        cfg = from_dict(NasoaConfig, dict(model_cfg), prefix="model")
+        if cfg.schedule is None:
+            return []
+        choice, _ = _applied(cfg)
+        e, changed = choice.entry, []
+        for key, value in (("batch_size", e.batch_size), ("max_steps", e.steps),
+                           ("epochs", None)):
+            if getattr(trainer, key) != value:
+                changed.append(f"trainer.{key}={value} (was {getattr(trainer, key)}) from the "
+                               f"schedule {choice.path.name} ({e.model}, budget {e.budget})")
+                setattr(trainer, key, value)
+        return changed
 
     @classmethod
     def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
