@@ -197,7 +197,8 @@ def test_submissions_unknown_missing_duplicate_nan(tmp_path: Path,
     assert len(err.splitlines()) == 1 and "score is NaN" in err
     sub.write_text("0 1 2 3\t1\n")
     assert run_cli(["evaluate", SPEC, "--predictions", str(sub)]) == 2
-    assert "--references" in capsys.readouterr().err
+    assert "--references (the ground_truth.jsonl, or the folder holding it, that refbench " \
+        "search pinas-ranking wrote)" in capsys.readouterr().err
 
 
 def test_write_round_trip(tmp_path: Path) -> None:

@@ -305,8 +305,8 @@ def evaluate_file(benchmark: str | BenchmarkSpec, predictions: str | Path,
             raise RefbenchError("references not found", path=ref_path)
         refs_map = fmt.read_references(ref_path, spec)
     elif fmt.references_required:
-        raise RefbenchError(f"benchmark {spec.name} is scored against an official label folder: "
-                            f"pass --references (for example the dataset's root folder)")
+        raise RefbenchError(f"benchmark {spec.name} is scored against references no prepared "
+                            f"split holds: pass --references ({fmt.references_example})")
     else:
         from refbench.datasets.base import dataset_fingerprint, load_prepared
 

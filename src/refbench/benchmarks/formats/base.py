@@ -49,6 +49,8 @@ class SubmissionFormat(ABC):
     extra_scored_as: ClassVar[str] = "ignored, as the official tools ignore them"
     #: when True, there is no single prepared split to score against: `--references` is needed
     references_required: ClassVar[bool] = False
+    #: what `--references` names for this format, for the error when it is missing
+    references_example: ClassVar[str] = "the dataset's root folder"
     #: when True, predictions are a folder (e.g. one file per task or frame); uploads to
     #: the leaderboard are a zip of it, which the worker extracts before reading
     is_folder: ClassVar[bool] = False

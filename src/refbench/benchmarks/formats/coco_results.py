@@ -235,6 +235,7 @@ class CocoResultsFormat(SubmissionFormat):
     extra = "score"
     extra_scored_as = "refused: pycocotools' loadRes rejects results for unknown images"
     references_required = True
+    references_example = "the instances JSON, e.g. annotations/instances_val2014.json"
 
     def extra_reference(self, key: Any) -> Any:
         return UnknownImage(key)

@@ -291,6 +291,7 @@ class GlueDirFormat(SubmissionFormat):
     missing = "refuse"
     extra_scored_as = "ignored"
     references_required = True
+    references_example = "a folder of labelled GLUE files, e.g. CoLA/dev.tsv, MNLI/dev_matched.tsv"
     is_folder = True
 
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:

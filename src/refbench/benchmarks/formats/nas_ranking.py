@@ -343,6 +343,8 @@ class PinasRankingFormat(NasRankingFormat):
     on the leaderboard); a missing one is refused, as for every ranking."""
 
     references_required = True
+    references_example = ("the ground_truth.jsonl, or the folder holding it, that "
+                          "refbench search pinas-ranking wrote")
 
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
         write_scores(Path(path), predictions, _pinas_space())
