@@ -103,6 +103,7 @@ INDEX: dict[str, dict[str, str]] = {
     },
     'search': {
         'efficientbert': 'refbench.baselines.nlp.efficientbert.search:EfficientBertSearch',
+        'efficientbert-ranking': 'refbench.baselines.nlp.efficientbert.ranking:EfficientBertRankingSearch',
         'nasoa-finetune': 'refbench.baselines.nas.nasoa.search:NasoaFinetuneSearch',
         'nasoa-zoo': 'refbench.baselines.nas.nasoa.search:NasoaZooSearch',
         'pinas': 'refbench.baselines.nas.pinas.search:PinasSearch',

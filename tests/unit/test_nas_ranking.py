@@ -102,7 +102,8 @@ class FakeClient:
                     "noise": self.noise[supernet.method], "seed": supernet.seed})
 
     def provenance(self) -> dict[str, Any]:
-        return {"truth_split": "validation", "supernet_recipe": "fake_recipe"}
+        return {"truth_split": "validation", "supernet_recipe": "fake_recipe",
+                "score_label": "fake fitness <x>"}
 
 
 def _settings(**kw: Any) -> RankingSettings:
@@ -156,6 +157,18 @@ def test_benchmark_end_to_end(tmp_path: Path) -> None:
     circles = svg.findall(".//{http://www.w3.org/2000/svg}circle")
     assert len(circles) == 2 * 3 * 10
     assert json.loads((tmp_path / SUMMARY_FILE).read_text())["plot"] == PLOT_FILE
+
+
+def test_summary_lines_and_plot_label(tmp_path: Path) -> None:
+    """The generic printout (mean +- std per method) and the x-axis label the client names."""
+    from refbench.baselines.nas.ranking import summary_lines
+
+    summary = run_ranking(FakeClient(), _settings(archs=4, supernet_seeds=[0, 1]), tmp_path)
+    lines = summary_lines(summary, tmp_path)
+    assert len(lines) == 3 and lines[0].startswith("good: Kendall tau-b 1.000 +- 0.000")
+    assert "(2 supernet seeds, N=4)" in lines[0] and SUMMARY_FILE in lines[-1]
+    assert "fake fitness &lt;x&gt;" in (tmp_path / PLOT_FILE).read_text()
+    assert summary["client"]["score_label"] == "fake fitness <x>"
 
 
 def test_given_supernets_are_scored_not_trained(tmp_path: Path) -> None:

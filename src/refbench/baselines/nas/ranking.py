@@ -27,7 +27,7 @@ rho, P@k and the stand-alone accuracy of the supernet's top pick. Argument order
     ranking.json                the summary (N, how sampled, seeds, settings, figures)
 
 A client only needs a job target per training and scoring (importable functions with
-JSON-like arguments); EfficientBERT's search can be a second client the same way.
+JSON-like arguments); `summary_lines` is what a registered search prints at the end.
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ class RankingClient(Protocol):
         """A job scoring every arch with `supernet`; returns `{arch: score}`."""
 
     def provenance(self) -> dict[str, Any]:
-        """What the client ran with (benchmark, recipes, budgets, dataset fingerprint)."""
+        """What the client ran with (benchmark, recipes, budgets, dataset fingerprint); an
+        optional `score_label` names the plot's x axis, `truth_split` the scored split."""
 
 
 def _checked(results: Sequence[JobResult]) -> list[Any]:
@@ -180,7 +181,9 @@ def run_ranking(client: RankingClient, settings: RankingSettings, out: Path,
     methods = {m: _aggregate(rs, out / m) for m, rs in results.items()}
     points = {m: [(s, scores[i], supernets[i].seed) for i, s in enumerate(supernets)
                   if s.method == m] for m in results}
-    write_plot(out / PLOT_FILE, client.name, truth, points, methods)
+    info = client.provenance()
+    write_plot(out / PLOT_FILE, client.name, truth, points, methods,
+               str(info.get("score_label", "supernet score")))
     summary = {
         "schema_version": 1, "benchmark": f"{client.name}-ranking",
         "version": BENCHMARK_VERSION, "architectures": archs,
@@ -189,13 +192,28 @@ def run_ranking(client: RankingClient, settings: RankingSettings, out: Path,
         "ground_truth": {"seeds_per_architecture": len(settings.truth_seeds),
                          "seeds": settings.truth_seeds, "value": "stand-alone accuracy (%), "
                          "the mean over its seeds", "file": TRUTH_FILE},
-        "settings": asdict(settings), "client": client.provenance(),
+        "settings": asdict(settings), "client": info,
         "supernets": [asdict(s) for s in supernets],
         "methods": {m: {"result": f"{m}/result.json", **_figures(r)} for m, r in methods.items()},
         "plot": PLOT_FILE, "wall_time_s": round(time.time() - started, 3),
     }
     atomic_write_json(out / SUMMARY_FILE, summary)  # last: marks a finished benchmark
     return summary
+
+
+def summary_lines(summary: dict[str, Any], out: Path) -> list[str]:
+    """What a ranking run prints: per method, tau-b and rho (mean +- sample std over supernet
+    seeds) and the top pick's stand-alone accuracy; then where the files are."""
+    lines = []
+    for method, figures in summary["methods"].items():
+        tau, rho = figures["kendall_tau_b"], figures["spearman_rho"]
+        pick = figures["top_pick/ground_truth"]
+        lines.append(f"{method}: Kendall tau-b {tau['mean']:.3f} +- {tau['std']:.3f}, "
+                     f"Spearman rho {rho['mean']:.3f} +- {rho['std']:.3f}, top pick "
+                     f"{pick['mean']:.2f}% ({len(tau['per_seed'])} supernet seeds, "
+                     f"N={summary['sampling']['n']})")
+    lines.append(f"wrote {Path(out) / SUMMARY_FILE}, per-method result.json, {summary['plot']}")
+    return lines
 
 
 def _reporter(say: Callable[[str], None]) -> Callable[[JobResult, int, int], None]:
@@ -285,9 +303,10 @@ def _scale(values: Sequence[float], lo_px: float, hi_px: float) -> Callable[[flo
 
 def write_plot(path: Path, name: str, truth: dict[str, float],
                points: dict[str, list[tuple[Supernet, dict[str, float], int]]],
-               methods: dict[str, Any]) -> None:
-    """Supernet score (x) vs stand-alone accuracy (y): one panel per method, one colour per
-    supernet seed, Kendall tau-b (mean +- std over seeds) in each title."""
+               methods: dict[str, Any], score_label: str = "supernet score") -> None:
+    """Supernet score (x, named by `score_label`) vs stand-alone accuracy (y): one panel per
+    method, one colour per supernet seed, Kendall tau-b (mean +- std over seeds) in each
+    title."""
     width = _PANEL_W * max(1, len(points))
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{_PANEL_H}" '
            f'viewBox="0 0 {width} {_PANEL_H}" font-family="sans-serif" font-size="11">',
@@ -305,7 +324,7 @@ def write_plot(path: Path, name: str, truth: dict[str, float],
                 f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" '
                 f'fill="none" stroke="#444"/>',
                 f'<text x="{(left + right) / 2:.1f}" y="{_PANEL_H - 14}" text-anchor="middle">'
-                f'supernet score (probe top-1 %)</text>',
+                f'{_esc(score_label)}</text>',
                 f'<text x="{x0 + 14}" y="{(top + bottom) / 2:.1f}" text-anchor="middle" '
                 f'transform="rotate(-90 {x0 + 14} {(top + bottom) / 2:.1f})">'
                 f'stand-alone accuracy (%)</text>']

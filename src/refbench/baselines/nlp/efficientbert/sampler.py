@@ -270,6 +270,8 @@ class Candidate:
     hash: str
     metric: float | None = None
     heldout_loss: float | None = None
+    #: the held-out prediction-layer loss (soft cross-entropy against the teacher's logits)
+    pred_loss: float | None = None
     rank: int = 0
 
     @property
@@ -277,19 +279,32 @@ class Candidate:
         return self.heldout_loss is not None
 
     def sort_key(self, proxy: str) -> tuple[float, float, int]:
-        """Ranking order: the proxy (metric descending, or held-out loss ascending), then
-        the held-out loss, then evaluation order; invalid candidates (NaN) last."""
+        """Ranking order: the proxy (metric descending, held-out loss ascending, or held-out
+        prediction loss ascending), then the held-out loss, then evaluation order; invalid
+        candidates (NaN) last."""
         if not self.valid:
             return (math.inf, math.inf, self.order)
         loss = float(self.heldout_loss)  # type: ignore[arg-type]
-        return (loss if proxy == "loss" else -float(self.metric), loss,  # type: ignore[arg-type]
-                self.order)
+        return (-self.fitness(proxy), loss, self.order)
+
+    def fitness(self, proxy: str) -> float:
+        """The proxy as one larger-is-better number (losses negated); -inf when invalid."""
+        if not self.valid:
+            return -math.inf
+        if proxy == "loss":
+            return -float(self.heldout_loss)  # type: ignore[arg-type]
+        if proxy == "pred":
+            return -float(self.pred_loss if self.pred_loss is not None else math.inf)
+        return float(self.metric)  # type: ignore[arg-type]
 
     def to_json(self, primary: str, proxy: str) -> dict[str, Any]:
-        value = self.heldout_loss if proxy == "loss" else self.metric
+        value, name = {"loss": (self.heldout_loss, "heldout_loss"),
+                       "pred": (self.pred_loss, "heldout_pred_loss")}.get(
+                           proxy, (self.metric, primary))
         return {"stage": self.stage, "stage_index": self.stage_index, "rank": self.rank,
-                "proxy": value, "proxy_name": "heldout_loss" if proxy == "loss" else primary,
+                "proxy": value, "proxy_name": name,
                 "metric": {primary: self.metric}, "heldout_loss": self.heldout_loss,
+                "heldout_pred_loss": self.pred_loss,
                 "valid": self.valid, "params": self.params, "hash": self.hash,
                 "ffn_expressions": self.arch.strings,
                 "linear_types": [t.name for t in self.arch.types],

@@ -23,7 +23,8 @@ Per stage:
    is distilled alone for `proxy_steps` steps on the same batches, and is scored with the
    benchmark's primary metric on a held-out part (`val_ratio`) of the training split
    (ties broken by the held-out distillation loss; `proxy: loss` ranks by that loss
-   alone). The `linear` stage is one-shot by default (`one_shot_linear`), as the official
+   alone, `proxy: pred` by its prediction-layer part, the soft cross-entropy against the
+   teacher's logits, which still orders candidates when accuracy saturates). The `linear` stage is one-shot by default (`one_shot_linear`), as the official
    stage 3 scores candidates on the shared supernet without training them;
 3. the best candidate is fixed and handed to the next stage; the weights go back to the
    warmed-up state and the next stage's warm-up continues from them.
@@ -43,10 +44,9 @@ accepts.
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Mapping, Sequence
 
@@ -55,15 +55,15 @@ import torch
 from refbench.baselines.nlp.bert import text_task
 from refbench.baselines.nlp.distill import DistillConfig, distill_losses, layer_map, load_teacher
 from refbench.baselines.nlp.efficientbert.model import EfficientBertConfig, check_config
+from refbench.baselines.nlp.efficientbert.outputs import (  # noqa: F401 (re-exported)
+    RECIPE_FILE, searched_recipe, summarize, write_outputs)
 from refbench.baselines.nlp.efficientbert.sampler import (STAGES, Budget, Candidate, LanasSampler,
                                                       StageSampler)
 from refbench.baselines.nlp.efficientbert.space import LinearType, architecture_hash
 from refbench.baselines.nlp.efficientbert.supernet import (Architecture, EfficientBertSupernet,
                                                        collate, encode_rows, plain_expression)
-from refbench.config import (RunConfig, apply_overrides, from_dict, load_recipe,
-                             recipe_path, to_dict)
+from refbench.config import RunConfig, apply_overrides, from_dict, load_recipe
 from refbench.errors import RefbenchError
-from refbench.io import atomic_write_json, atomic_write_text
 from refbench.options import Option
 from refbench.registry import SEARCHES
 from refbench.search import Search, SearchOutcome
@@ -71,7 +71,6 @@ from refbench.search import Search, SearchOutcome
 if TYPE_CHECKING:  # pragma: no cover
     from refbench.baselines.nlp.distill import BertTeacher
 
-RECIPE_FILE = "efficientbert_searched_glue.yaml"
 
 
 @dataclass
@@ -93,7 +92,10 @@ class SearchConfig:
     #: candidate's own training to move its held-out accuracy off the shared starting point
     proxy_steps: int = 30
     one_shot_linear: bool = True  # stage 3 scores candidates on the shared weights
-    proxy: Literal["metric", "loss"] = "metric"
+    #: metric: the task metric, ties broken by the held-out loss (official); loss: the
+    #: held-out distillation loss; pred: its prediction-layer part alone (soft cross-entropy
+    #: against the teacher's logits), which keeps ordering when accuracy saturates
+    proxy: Literal["metric", "loss", "pred"] = "metric"
     #: official: 0.01 of MNLI's 393k rows (stages 1, 2), 0.1 (stage 3); a quarter here, so
     #: a few hundred rows still hold out 100+ and accuracy moves in steps of <= 1 point
     val_ratio: float = 0.25
@@ -309,25 +311,47 @@ class _Searcher:
         return total / count if count else None
 
     @torch.no_grad()
-    def score(self, arch: Architecture) -> tuple[float | None, float | None]:
-        """(primary metric, distillation loss) on the held-out rows."""
+    def evaluate(self, arch: Architecture) -> tuple[float | None, float | None, float | None]:
+        """(primary metric, distillation loss, prediction-layer loss) on the held-out rows;
+        all None when the student's outputs are not finite."""
         self.net.eval()
         metric = self.metric_cls(**self.s.spec.metric.kwargs())
-        loss_sum = 0.0
+        loss_sum, pred_sum = 0.0, 0.0
         for start in range(0, len(self.heldout), self.cfg.eval_batch_size):
             chunk = self.heldout[start:start + self.cfg.eval_batch_size]
             batch = collate(chunk, self.pad, self.max_length, self.regression)
             teacher = self.s.teacher(batch)
             student = self.net(batch, arch)
-            loss = distill_losses(student, teacher, batch["attention_mask"], batch["labels"],
-                                  self.regression, self.distill)["loss"]
+            parts = distill_losses(student, teacher, batch["attention_mask"], batch["labels"],
+                                   self.regression, self.distill)
+            loss = parts["loss"]
             if not torch.isfinite(loss) or not torch.isfinite(student.logits).all():
-                return None, None
+                return None, None, None
             loss_sum += loss.item() * len(chunk)
+            pred_sum += parts["pred_loss"].item() * len(chunk)
             logits = student.logits.float()
             preds = logits[:, 0].tolist() if self.regression else logits.argmax(-1).tolist()
             metric.update(preds, batch["labels"].tolist())
-        return float(metric.compute()[self.s.spec.primary]), loss_sum / len(self.heldout)
+        rows = len(self.heldout)
+        return float(metric.compute()[self.s.spec.primary]), loss_sum / rows, pred_sum / rows
+
+    def score(self, arch: Architecture) -> tuple[float | None, float | None]:
+        """(primary metric, distillation loss) on the held-out rows."""
+        return self.evaluate(arch)[:2]
+
+    def fitness(self, arch: Architecture, snapshot: Mapping[str, torch.Tensor] | None,
+                steps: int, seed: int) -> tuple[float | None, float | None, float | None]:
+        """The search's fitness of one candidate: from the warmed-up weights `snapshot`,
+        `steps` distillation steps on the candidate alone (seed `seed`: the same batches for
+        every candidate), then `evaluate` on the held-out rows. `steps == 0` scores on the
+        shared weights as they are (one-shot). All None: the training diverged (NaN)."""
+        if snapshot is not None:
+            self.net.load_state_dict(snapshot)
+        if steps:
+            torch.manual_seed(seed)
+            if self.train_steps(steps, seed, lambda: arch) is None:
+                return None, None, None
+        return self.evaluate(arch)
 
     # -- one stage ------------------------------------------------------------------------
     def stage(self, index: int, name: str, current: Architecture) -> StageResult:
@@ -369,17 +393,12 @@ class _Searcher:
             seen.update((arch.key, digest))
             cand = Candidate(name, index, len(scored) + 1, source, arch,
                              self.s.budget.params(arch.types), digest)
-            if snapshot is not None:
-                self.net.load_state_dict(snapshot)
-                torch.manual_seed(seed + 1)
-                ok = self.train_steps(steps, seed + 1, lambda: arch) is not None
-            else:
-                ok = True
-            if ok:
-                cand.metric, cand.heldout_loss = self.score(arch)
+            cand.metric, cand.heldout_loss, cand.pred_loss = self.fitness(arch, snapshot,
+                                                                          steps, seed + 1)
             scored.append(cand)
             shown = "invalid (NaN)" if not cand.valid else (
-                f"{self.s.spec.primary}={cand.metric:.4f} loss={cand.heldout_loss:.4f}")
+                f"{self.s.spec.primary}={cand.metric:.4f} loss={cand.heldout_loss:.4f} "
+                f"pred_loss={cand.pred_loss:.4f}")
             self.progress(f"{label} candidate {len(scored)}/{cfg.candidates} ({source}) "
                           f"{shown} params={cand.params}: {arch.key}")
         if snapshot is not None:
@@ -435,110 +454,9 @@ def _run(setup: _Setup, out: Path, say: Callable[[str], None], started: float) -
         stages.append(result)
         current = result.best.arch
     chosen = stages[-1].best
-    summary = _summary(setup, stages, chosen, time.time() - started)
-    _write(out, setup, stages, chosen, summary)
+    summary = summarize(setup, stages, chosen, time.time() - started)
+    write_outputs(out, setup, stages, chosen, summary)
     return SearchResult(out, chosen, stages, summary)
-
-
-def _summary(setup: _Setup, stages: list[StageResult], chosen: Candidate,
-             wall: float) -> dict[str, Any]:
-    from refbench import __version__
-
-    def best(c: Candidate) -> dict[str, Any]:
-        return {"ffn_expressions": c.arch.strings, "linear_types": [t.name for t in c.arch.types],
-                "params": c.params, "hash": c.hash, setup.spec.primary: c.metric,
-                "heldout_loss": c.heldout_loss}
-
-    return {
-        "schema_version": 1, "baseline": "efficientbert", "benchmark": setup.benchmark,
-        "recipe": setup.recipe, "teacher_run": str(setup.teacher_run), "seed": setup.seed,
-        "primary": setup.spec.primary, "settings": asdict(setup.cfg),
-        "student": {k: v for k, v in asdict(setup.student).items() if k != "ffn_expressions"},
-        "budget": {"min_params": setup.budget.min_params,
-                   "max_params": setup.budget.max_params},
-        "stages": [{"index": s.index, "name": s.name, "warmup_loss": s.warmup_loss,
-                    "evaluated": len(s.candidates), "exhausted": s.exhausted,
-                    "best": best(s.best)} for s in stages],
-        "chosen": {"stage": chosen.stage, **best(chosen)},
-        "recipe_file": RECIPE_FILE, "refbench_version": __version__,
-        "wall_time_s": round(wall, 3),
-    }
-
-
-def _write(out: Path, setup: _Setup, stages: list[StageResult], chosen: Candidate,
-           summary: dict[str, Any]) -> None:
-    lines = [json.dumps(c.to_json(setup.spec.primary, setup.cfg.proxy))
-             for s in stages for c in s.candidates]
-    run_data = to_dict(setup.run)
-    run_data["model"] = dict(run_data["model"], teacher_hidden_size=setup.teacher.hidden_size)
-    text = searched_recipe(setup.recipe, run_data, chosen.arch.strings, summary)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "ranking.jsonl", "\n".join(lines) + "\n")
-    atomic_write_text(out / RECIPE_FILE, text)
-    atomic_write_json(out / "search.json", summary)  # last: its presence marks a finished search
-
-
-# -- the searched recipe ----------------------------------------------------------------------
-def _base_of(recipe: str) -> str:
-    """The recipe a searched recipe extends: the search recipe's own `base:` (recipes
-    extend one level only), else the search recipe itself; shipped recipes by name."""
-    import yaml
-
-    path = recipe_path(recipe)
-    base = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("base")
-    if base is None:
-        target = path
-    else:
-        target = Path(base) if Path(base).is_absolute() else path.parent / base
-        target = target if target.suffix else target.with_suffix(".yaml")
-        if not target.exists():  # a shipped recipe named from elsewhere (as load_recipe reads it)
-            target = recipe_path(base)
-    from refbench.registry import RECIPES
-
-    shipped = RECIPES.index.get(target.stem)
-    if shipped is not None and Path(shipped).resolve() == target.resolve():
-        return target.stem
-    return str(target.resolve())
-
-
-def _diff(mine: Any, base: Any) -> Any:
-    """The parts of `mine` that differ from `base` (mappings recursively)."""
-    if isinstance(mine, dict) and isinstance(base, dict):
-        out = {k: _diff(v, base.get(k)) for k, v in mine.items() if v != base.get(k)}
-        return {k: v for k, v in out.items() if v != {}}
-    return mine
-
-
-def searched_recipe(recipe: str, run_data: dict[str, Any], expressions: Sequence[str],
-                    summary: dict[str, Any]) -> str:
-    """A recipe for `refbench train efficientbert`: `base:` plus what the search's
-    student and trainer changed, and the searched `model.ffn_expressions`."""
-    import yaml
-
-    base = _base_of(recipe)
-    base_data = load_recipe(base)
-    base_data.pop("recipe", None)
-    base_data.update(baseline="efficientbert", benchmark=run_data["benchmark"])
-    base_run = to_dict(from_dict(RunConfig, base_data))
-    body: dict[str, Any] = {"base": base}
-    for section in ("model", "trainer", "data"):
-        changed = _diff(run_data.get(section) or {}, base_run.get(section) or {})
-        if section == "data":
-            changed.pop("cache_dir", None)
-        if section == "model":
-            changed["ffn_expressions"] = list(expressions)
-        if changed:
-            body[section] = changed
-    chosen = summary["chosen"]
-    head = [f"# Searched by `refbench search efficientbert` on {summary['benchmark']} "
-            f"(seed {summary['seed']}, recipe {summary['recipe']},",
-            f"# stages {', '.join(s['name'] for s in summary['stages'])}): "
-            f"{chosen['params']} parameters, held-out {summary['primary']} "
-            f"{chosen[summary['primary']]:.4f}.",
-            f"# Teacher: {summary['teacher_run']} (distil from it with "
-            f"--set model.distill.teacher_run=...).",
-            "# See search.json and ranking.jsonl next to this file."]
-    return "\n".join(head) + "\n" + yaml.safe_dump(body, sort_keys=False)
 
 
 # -- the registered search -----------------------------------------------------------------
@@ -554,7 +472,7 @@ class EfficientBertSearch(Search):
     distilled briefly (linear: one-shot) and scored by the task metric on a held-out part of
     the training split. Writes search.json, ranking.jsonl and efficientbert_searched_glue.yaml,
     a recipe for `refbench train efficientbert --recipe`. Tune with --set search.KEY=VALUE:
-    stages, candidates, warmup_steps, proxy_steps, proxy (metric|loss), min_params,
+    stages, candidates, warmup_steps, proxy_steps, proxy (metric|loss|pred), min_params,
     max_params, sampler (lanas|random), init_samples, val_ratio, lr, batch_size, threads.
     """
 
