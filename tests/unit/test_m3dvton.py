@@ -215,3 +215,15 @@ def test_real_mpv3d_example_decodes(shared_data: Path, tmp_path: Path) -> None:
     assert visible and all(pair["pose"][k].sum() <= 121 for k in visible)
     assert pair["front"][pair["front"] != 0].size > 1000  # a real person's depth
     assert pair["palm"].any() and pair["cloth_mask"].any()
+
+
+def test_mtm_stage_trains_with_the_warp_regularisers(mpv, tmp_path) -> None:
+    rows = _rows(mpv)
+    stage = M3DVTONMTM.create({**TINY_MTM, "add_theta_loss": True, "add_grid_loss": True},
+                              get_spec("mpv3d-tryon-depth"), rows, tmp_path / "mtm")
+    batch = stage.collate(stage.encode(rows)[0:2])
+    out = stage.training_step(batch)
+    assert {"theta", "grid"} <= set(out) and all(torch.isfinite(v) for v in out.values())
+    assert out["theta"].item() >= 0.1 * 0.32 - 1e-6  # the floored second differences
+    out["loss"].backward()
+    assert all(p.grad is not None for p in stage.net.regression.parameters())

@@ -18,6 +18,9 @@ quirks kept because they change nothing or because the official numbers depend o
   `align_corners=True`'s convention) while the official `F.grid_sample` call runs with
   PyTorch's default `align_corners=False`: the identity warp therefore shrinks the image
   by half a pixel at each border. `warp` keeps that default.
+
+The two optional warp regularisers of M3D-VTON's MTM options (`--add_theta_loss`,
+`--add_grid_loss`, both off by default there) are `theta_loss` and `grid_loss` below.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from refbench.errors import RefbenchError
+
+#: `ThetaLoss`'s floor on each squared second difference: smaller bends cost nothing
+THETA_FLOOR = 0.08
 
 
 def control_points(grid_size: int) -> Tensor:
@@ -100,3 +106,93 @@ def warp(image: Tensor, grid: Tensor, padding_mode: str = "zeros") -> Tensor:
     `align_corners=False`); garments use `border` padding, masks `zeros`, as M3D-VTON."""
     return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode=padding_mode,
                          align_corners=False)
+
+
+def _rows_second_differences(points: Tensor, n: int, along_rows: bool) -> Tensor:
+    """`|d_{k+1} - d_k|` of the squared first differences `d_k = (p_{k+1} - p_k)^2` (per
+    component) along every line of the `n x n` layout: `(B, n * (n - 2), 2)`."""
+    terms = []
+    for line in range(n):
+        index = [line * n + k for k in range(n)] if along_rows else [k * n + line for k in range(n)]
+        seq = points[:, index, :]  # (B, n, 2)
+        first = (seq[:, 1:] - seq[:, :-1]) ** 2
+        terms.append(torch.abs(first[:, 1:] - first[:, :-1]))
+    return torch.cat(terms, dim=1)
+
+
+def theta_loss(theta: Tensor, grid_size: int) -> Tensor:
+    """M3D-VTON's `ThetaLoss` (from ACGPN): keeps the regressed control points on a smooth,
+    straight lattice. Re-derived semantics, kept as official:
+
+    - `theta` is read as `theta.view(B, -1, 2)`, i.e. consecutive entries paired as one
+      point's `(x, y)`, although `TpsGridGen` reads the first N entries as x offsets and the
+      last N as y (the official mismatch; the regulariser acts on those pairs);
+    - second differences: along each row and each column of the `n x n` layout, the absolute
+      change between consecutive squared steps, per component, floored at `THETA_FLOOR`
+      (`max(0.08, .)`), each of the four (row x, row y, column x, column y) averaged and
+      summed;
+    - slope term: for the point at offset 1 of each interior row `j + 1`, the cross products
+      `|(y0 - y)(x1 - x) - (y1 - y)(x0 - x)|` with the points above and below it plus the
+      same with its left and right neighbours (collinearity), averaged.
+
+    The official class is built with `grid_size=5` whatever the model's `--grid_size`, so it
+    only runs with a 5 x 5 grid (the default 3 x 3 fails on an index); here it takes the
+    model's grid size. Needs at least 3 x 3 points."""
+    if grid_size < 3:
+        raise RefbenchError(f"the theta regulariser needs a grid of at least 3 x 3 control "
+                            f"points, got {grid_size}", key="model.grid_size")
+    n = grid_size
+    if theta.dim() != 2 or theta.shape[1] != 2 * n * n:
+        raise RefbenchError(f"TPS parameters must be (batch, {2 * n * n}), got "
+                            f"{tuple(theta.shape)}")
+    points = theta.view(theta.shape[0], -1, 2)
+    floor = theta.new_tensor(THETA_FLOOR)
+    rows = _rows_second_differences(points, n, along_rows=True)
+    cols = _rows_second_differences(points, n, along_rows=False)
+    second = sum(torch.maximum(floor, part).mean()
+                 for part in (rows[..., 0], rows[..., 1], cols[..., 0], cols[..., 1]))
+    slopes = []
+    for j in range(n - 2):
+        x, y = points[:, (j + 1) * n + 1, 0], points[:, (j + 1) * n + 1, 1]
+        x0, y0 = points[:, j * n + 1, 0], points[:, j * n + 1, 1]
+        x1, y1 = points[:, (j + 2) * n + 1, 0], points[:, (j + 2) * n + 1, 1]
+        x2, y2 = points[:, (j + 1) * n, 0], points[:, (j + 1) * n, 1]
+        x3, y3 = points[:, (j + 1) * n + 2, 0], points[:, (j + 1) * n + 2, 1]
+        slopes.append(torch.abs((y0 - y) * (x1 - x) - (y1 - y) * (x0 - x))
+                      + torch.abs((y2 - y) * (x3 - x) - (y3 - y) * (x2 - x)))
+    return second + torch.stack(slopes, dim=0).mean()
+
+
+def grid_loss(grid: Tensor, distance: str = "l1") -> Tensor:
+    """M3D-VTON's `GridLoss`: at every interior pixel of the sampling grid `(B, H, W, 2)`,
+    the left and right steps should be equally long, and so should the up and down steps.
+
+    `l1` (the default) compares `|x_left - x|` with `|x_right - x|` and `|y_up - y|` with
+    `|y_down - y|`; `l2` uses the Euclidean length of each step. The result is the *sum* of
+    `||left| - |right|| + ||up| - |down||` over batch and pixels (not a mean, as official:
+    its scale grows with the image). The official constructor compares instead of assigning
+    (`self.distance == distance`) and raises, so `--add_grid_loss` cannot run there; this is
+    what the class computes once that is fixed."""
+    if grid.dim() != 4 or grid.shape[-1] != 2 or grid.shape[1] < 3 or grid.shape[2] < 3:
+        raise RefbenchError(f"a sampling grid must be (batch, H >= 3, W >= 3, 2), got "
+                            f"{tuple(grid.shape)}")
+    if distance not in ("l1", "l2"):
+        raise RefbenchError(f"grid loss distance must be l1 or l2, got {distance!r}",
+                            key="model.grid_distance")
+    x, y = grid[..., 0], grid[..., 1]
+
+    def parts(t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return (t[:, 1:-1, 1:-1], t[:, :-2, 1:-1], t[:, 2:, 1:-1], t[:, 1:-1, :-2],
+                t[:, 1:-1, 2:])  # centre, up, down, left, right
+
+    xc, xu, xd, xl, xr = parts(x)
+    yc, yu, yd, yl, yr = parts(y)
+    if distance == "l1":
+        left, right = torch.abs(xl - xc), torch.abs(xr - xc)
+        up, down = torch.abs(yu - yc), torch.abs(yd - yc)
+    else:
+        def length(px: Tensor, py: Tensor) -> Tensor:
+            return torch.sqrt((px - xc) ** 2 + (py - yc) ** 2)
+
+        left, right, up, down = length(xl, yl), length(xr, yr), length(xu, yu), length(xd, yd)
+    return torch.sum(torch.abs(left - right) + torch.abs(up - down))

@@ -8,7 +8,10 @@ trained module. DRM and TFM name the MTM run they build on in `model.mtm_run` (i
 `model.mtm_checkpoint` best | last): at `create` the MTM is rebuilt from that run, frozen,
 and kept as a submodule whose weights travel in the DRM/TFM checkpoints (a trained DRM/TFM
 run predicts without the MTM run folder; the parameter count in result.json includes the
-frozen MTM). Where the official pipeline writes MTM's test outputs to a `--warproot` and
+frozen MTM). The named run is checked with the config, before the DRM/TFM run folder is
+written (`check_mtm_run`): a missing folder, a folder that is no run, another baseline's
+run, an MTM run never trained (no checkpoint) or one at another image size is a one-line
+error. Where the official pipeline writes MTM's test outputs to a `--warproot` and
 reads them back, here MTM runs on each batch: the warped garment quantised to uint8 as the
 saved image is (JPEG compression is not imitated), its mask thresholded as re-read, the
 argmax segmentation, the tanh initial depth, and the warped garment's Sobel images.
@@ -73,6 +76,11 @@ class MTMConfig:
     lambda_warp: float = 1.0
     lambda_depth: float = 1.0
     lambda_segmt: float = 1.0
+    add_theta_loss: bool = False
+    add_grid_loss: bool = False
+    lambda_theta: float = 0.1
+    lambda_grid: float = 1.0
+    grid_distance: Literal["l1", "l2"] = "l1"
 
 
 @dataclass
@@ -121,21 +129,52 @@ def _check_size(height: int, width: int) -> None:
                             key="model.height")
 
 
-def load_mtm(run_dir: str | Path, checkpoint: str = "best") -> tuple[MTMNet, MTMConfig]:
-    """The frozen MTM network of an `m3dvton-mtm` run (its config and weights)."""
-    from refbench.engine import find_checkpoint, load_model_weights
-    from refbench.registry import get_spec
+def check_mtm_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[MTMConfig, Path]:
+    """The MTM config and checkpoint folder of an `m3dvton-mtm` run, checked without
+    building anything (DRM/TFM configs are checked before a run folder is written): a
+    one-line error when the folder is missing, is not a run, is another baseline's run,
+    was never trained or lacks the named checkpoint."""
+    from refbench.engine import find_checkpoint
     from refbench.runner import load_run_config
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RefbenchError("MTM run folder not found", path=run_dir, key="model.mtm_run")
-    config = load_run_config(run_dir)
+    try:
+        config = load_run_config(run_dir)
+    except RefbenchError as exc:
+        raise RefbenchError(f"model.mtm_run is not a usable run: {exc.message}",
+                            path=exc.path or run_dir, key="model.mtm_run") from None
     if config.baseline != "m3dvton-mtm":
         raise RefbenchError(f"model.mtm_run must be an m3dvton-mtm run, this one is "
                             f"{config.baseline!r}", path=run_dir, key="model.mtm_run")
-    stage = M3DVTONMTM.restore(config.model, get_spec(config.benchmark), run_dir)
-    load_model_weights(stage, find_checkpoint(run_dir, checkpoint))  # type: ignore[arg-type]
+    path = run_dir / MODEL_CONFIG
+    if not path.is_file():
+        raise RefbenchError("MTM run folder is incomplete (was it trained?)", path=path,
+                            key="model.mtm_run")
+    try:
+        cfg = from_dict(MTMConfig, json.loads(path.read_text(encoding="utf-8")), prefix="mtm")
+    except ValueError as exc:  # JSONDecodeError
+        raise RefbenchError(f"unreadable MTM config: {exc}", path=path) from None
+    try:
+        found = find_checkpoint(run_dir, checkpoint)  # type: ignore[arg-type]
+    except RefbenchError as exc:
+        raise RefbenchError(f"model.mtm_run has no usable {checkpoint} checkpoint: "
+                            f"{exc.message}", path=exc.path or run_dir,
+                            key="model.mtm_checkpoint") from None
+    return cfg, found
+
+
+def load_mtm(run_dir: str | Path, checkpoint: str = "best") -> tuple[MTMNet, MTMConfig]:
+    """The frozen MTM network of an `m3dvton-mtm` run (its config and weights)."""
+    from refbench.engine import load_model_weights
+    from refbench.registry import get_spec
+    from refbench.runner import load_run_config
+
+    _, found = check_mtm_run(run_dir, checkpoint)
+    config = load_run_config(Path(run_dir))
+    stage = M3DVTONMTM.restore(config.model, get_spec(config.benchmark), Path(run_dir))
+    load_model_weights(stage, found)  # type: ignore[arg-type]
     net = stage.net
     net.requires_grad_(False).eval()
     return net, stage.cfg
@@ -241,7 +280,17 @@ class M3DVTONMTM(M3DVTONStage):
         self.net = MTMNet(cfg.height, cfg.width, ngf=cfg.ngf, grid_size=cfg.grid_size,
                           norm=cfg.norm, dec_width=cfg.dec_width, reg_width=cfg.reg_width)
         init_weights(self.net, cfg.init_gain)
-        self.weights = MTMWeights(cfg.lambda_warp, cfg.lambda_depth, cfg.lambda_segmt)
+        self.weights = MTMWeights(cfg.lambda_warp, cfg.lambda_depth, cfg.lambda_segmt,
+                                  cfg.lambda_theta, cfg.lambda_grid, cfg.add_theta_loss,
+                                  cfg.add_grid_loss, cfg.grid_size, cfg.grid_distance)
+
+    @classmethod
+    def validate_config(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec") -> MTMConfig:
+        cfg = super().validate_config(model_cfg, spec)
+        if cfg.grid_size < (3 if cfg.add_theta_loss else 2):
+            raise RefbenchError(f"model.grid_size {cfg.grid_size} is too small (a TPS grid needs "
+                                f"2 x 2 points, the theta regulariser 3 x 3)", key="model.grid_size")
+        return cfg
 
     @classmethod
     def _build(cls, cfg: Any, spec: "BenchmarkSpec", run_dir: Path, fresh: bool) -> "M3DVTONMTM":
@@ -273,6 +322,16 @@ class _AfterMTM(M3DVTONStage):
         self.mtm = mtm
         if mtm is not None:
             mtm.requires_grad_(False).eval()
+
+    @classmethod
+    def validate_config(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec") -> Any:
+        cfg = super().validate_config(model_cfg, spec)
+        if cfg.mtm_run is not None:  # before the runner writes this run's folder
+            mtm_cfg, _ = check_mtm_run(cfg.mtm_run, cfg.mtm_checkpoint)
+            if (mtm_cfg.height, mtm_cfg.width) != (cfg.height, cfg.width):
+                raise RefbenchError(f"the MTM run works at {mtm_cfg.width}x{mtm_cfg.height}, this "
+                                    f"recipe at {cfg.width}x{cfg.height}", key="model.mtm_run")
+        return cfg
 
     @classmethod
     def _mtm_for(cls, cfg: Any, run_dir: Path, fresh: bool) -> MTMNet | None:

@@ -17,8 +17,10 @@ Losses (`mtm_losses`, official defaults): L1 between the warped garment and the 
 upper clothes (`im * pcm + (1 - pcm)`), L1 between tanh depth and the world-z ground truth
 (both sides, background 0), and class-weighted cross-entropy of the segmentation (weight
 1.5 for background, hat, hair, neck, face and arms, SieveNet's choice; 1 elsewhere); all
-weights 1. The optional theta / grid regularisers of the official options are off by
-default there and are not implemented here.
+weights 1. The official options' two warp regularisers, off by default there and here,
+are switched on with `add_theta_loss` (ACGPN's control-point smoothness, weight 0.1) and
+`add_grid_loss` (equal steps of the sampling grid, weight 1, l1): `tps.theta_loss`,
+`tps.grid_loss`; officially neither runs as shipped (see there), these are what they mean.
 
 Widths: the official 64 base filters, 512-wide features and decoders, a 512-wide regressor
 at 512 x 320 (`ngf`, `dec_width`, `reg_width`); the tiny recipes shrink them.
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from refbench.baselines.tryon.tps import TpsGridGen, warp
+from refbench.baselines.tryon.tps import TpsGridGen, grid_loss, theta_loss, warp
 from refbench.baselines.tryon.unet import NormKind, norm_layer
 from refbench.errors import RefbenchError
 
@@ -52,6 +54,12 @@ class MTMWeights:
     warp: float = 1.0
     depth: float = 1.0
     segmt: float = 1.0
+    theta: float = 0.1
+    grid: float = 1.0
+    add_theta_loss: bool = False
+    add_grid_loss: bool = False
+    grid_size: int = 3
+    grid_distance: str = "l1"
 
 
 class FeatureExtraction(nn.Module):
@@ -206,5 +214,9 @@ def mtm_losses(out: dict[str, Tensor], parse_cloth: Tensor, front_gt: Tensor, ba
     bdepth = weights.depth * F.l1_loss(out["back"], back_gt)
     segmt = weights.segmt * F.cross_entropy(out["segmt"], parse_gt,
                                             weight=segmentation_weights(parse_gt.device))
-    return {"loss": warp_loss + fdepth + bdepth + segmt, "warp": warp_loss, "fdepth": fdepth,
-            "bdepth": bdepth, "segmt": segmt}
+    parts = {"warp": warp_loss, "fdepth": fdepth, "bdepth": bdepth, "segmt": segmt}
+    if weights.add_theta_loss:
+        parts["theta"] = weights.theta * theta_loss(out["theta"], weights.grid_size)
+    if weights.add_grid_loss:
+        parts["grid"] = weights.grid * grid_loss(out["grid"], weights.grid_distance)
+    return {"loss": sum(parts.values(), warp_loss.new_zeros(())), **parts}
