@@ -43,6 +43,15 @@ def _decode(row: dict[str, Any], column: str, mode: str) -> np.ndarray:
         return np.asarray(handle.convert(mode))
 
 
+def _labels(row: dict[str, Any]) -> np.ndarray:
+    from refbench.baselines.tryon.labels import label_map
+
+    if row.get("parse") is None:
+        raise RefbenchError(f"pair {row.get('pair_id')}: no 'parse' for the paste floor",
+                            key="parse")
+    return label_map(row, "parse")
+
+
 def paste_image(person: np.ndarray, parse: np.ndarray, cloth: np.ndarray,
                 cloth_mask: np.ndarray) -> np.ndarray:
     """One pair's floor image (module docstring), uint8 H x W x 3."""
@@ -56,7 +65,7 @@ def paste_floor(rows: "hf_datasets.Dataset") -> dict[str, np.ndarray]:
     columns = ["pair_id", "person", "parse", "aligned_cloth", "aligned_cloth_mask"]
     for row in rows.select_columns(columns):
         out[row["pair_id"]] = paste_image(
-            _decode(row, "person", "RGB"), _decode(row, "parse", "L"),
+            _decode(row, "person", "RGB"), _labels(row),
             _decode(row, "aligned_cloth", "RGB"), _decode(row, "aligned_cloth_mask", "L") >= 128)
     return out
 

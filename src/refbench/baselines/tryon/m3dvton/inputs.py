@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from refbench.baselines.tryon.labels import label_map
 from refbench.errors import RefbenchError
 from refbench.evaluation.tryon.depth import gt_back_to_world, gt_front_to_world
 
@@ -97,7 +98,7 @@ def decode_pair(row: dict[str, Any], height: int, width: int, need_depth: bool,
         raise RefbenchError(f"pair {pid}: the person image is {out['person'].shape[1]}x"
                             f"{out['person'].shape[0]} (WxH), the model takes {width}x{height} "
                             f"(model.height / model.width)", key="model.height")
-    out["parse"] = _image(row, "parse", "L")
+    out["parse"] = label_map(row, "parse")  # stored ids (a P-mode parse converted to L is not)
     out["palm"] = _image(row, "palm_mask", "L") > 0
     out["cloth"] = _image(row, "aligned_cloth", "RGB")
     out["cloth_mask"] = _image(row, "aligned_cloth_mask", "L") >= 128
