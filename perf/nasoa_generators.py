@@ -19,9 +19,20 @@ Printed: per generator, accuracy at each budget and overall as mean +- sample st
 seeds (each seed's value is the mean over tasks), the mean seconds per choice and the
 online generator's one-off warm-up seconds, and per-seed overall accuracies.
 
+`--warmup N` changes the online generator's warm-up (the recipe's 24 fine-tunings on its
+three warm-up tasks) to N fine-tunings on the same tasks, the same balanced design.
+
+`--reuse DIR` takes the generators *not* in `--generators` from an earlier measurement
+folder `DIR` (its `seed<k>/runs.jsonl`), refused unless that run used the same tasks and
+budgets: a change to one generator (e.g. the online one) is then measured against the
+other generators' exact earlier runs (same seeds, same zoo, same code) without rerunning
+their optuna searches. The table says which generators were reused.
+
 Run (about 10-15 minutes per seed on 2 busy cores with the defaults):
     OMP_NUM_THREADS=1 .venv/bin/python perf/nasoa_generators.py [--work /tmp/nasoa-steps
         --seeds 0,1,2 --budgets 30steps,100steps --trials 4 --zoo ZOO]
+    OMP_NUM_THREADS=1 .venv/bin/python perf/nasoa_generators.py --generators online \
+        --reuse /tmp/nasoa-steps --work /tmp/nasoa-online --zoo ZOO
 """
 
 from __future__ import annotations
@@ -63,6 +74,8 @@ def _seed_runs(args: argparse.Namespace, zoo: Path, seed: int) -> list[dict[str,
         data = _recipe("nasoa_tiny_finetune", "finetune", [])
         data.update(seeds=[seed], budgets=args.budgets.split(","), trials=args.trials,
                     generators=args.generators.split(","))
+        if args.warmup is not None:
+            data.update(warmup=args.warmup)
         cfg = from_dict(BenchmarkConfig, data, prefix="finetune")
         started = time.perf_counter()
         run_benchmark(zoo, out, cfg, recipe="nasoa_tiny_finetune", progress=print)
@@ -70,7 +83,26 @@ def _seed_runs(args: argparse.Namespace, zoo: Path, seed: int) -> list[dict[str,
     return [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line]
 
 
-def report(runs: list[dict[str, Any]], warmups: dict[int, float]) -> list[str]:
+def _reused(args: argparse.Namespace, seed: int, fresh: list[dict[str, Any]]
+            ) -> list[dict[str, Any]]:
+    """The other generators' runs of seed `seed` from `--reuse` (module doc)."""
+    from refbench.errors import RefbenchError
+
+    path = args.reuse / f"seed{seed}" / "runs.jsonl"
+    if not path.is_file():
+        raise RefbenchError("no earlier runs to reuse for this seed", path=path)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    mine = set(args.generators.split(","))
+    rows = [r for r in rows if r["generator"] not in mine]
+    for key in ("task", "budget"):
+        if {r[key] for r in rows} != {r[key] for r in fresh}:
+            raise RefbenchError(f"the reused runs have other {key}s than this measurement",
+                                path=path)
+    return rows
+
+
+def report(runs: list[dict[str, Any]], warmups: dict[int, float],
+           args_warmup: int = 24) -> list[str]:
     """The table: per generator, per-seed means over tasks, then mean +- std over seeds."""
     seeds = sorted({r["seed"] for r in runs})
     budgets = list(dict.fromkeys(r["budget"] for r in runs))
@@ -92,7 +124,7 @@ def report(runs: list[dict[str, Any]], warmups: dict[int, float]) -> list[str]:
                      + f"{_mean_std(overall):>16}{_mean_std(choose):>16}   "
                      + " ".join(f"{v:.1f}" for v in overall))
     if warmups:
-        lines.append("online warm-up (one-off, 24 fine-tunings) s: "
+        lines.append(f"online warm-up (one-off, {args_warmup} fine-tunings) s: "
                      + _mean_std(list(warmups.values())))
     return lines
 
@@ -105,6 +137,10 @@ def main() -> None:
     parser.add_argument("--budgets", default="30steps,100steps")
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--generators", default="online,random,bohb,largest-default")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="the online generator's warm-up fine-tunings (recipe: 24)")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="take the other generators' runs from this earlier --work")
     args = parser.parse_args()
     import torch
 
@@ -114,12 +150,16 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     warmups: dict[int, float] = {}
     for seed in (int(s) for s in args.seeds.split(",")):
-        runs += _seed_runs(args, zoo, seed)
+        fresh = _seed_runs(args, zoo, seed)
+        runs += fresh + (_reused(args, seed, fresh) if args.reuse else [])
         result = args.work / f"seed{seed}" / "online" / "result.json"
         if result.exists():
             per_seed = json.loads(result.read_text())["aggregate"]["per_seed"]
             warmups[seed] = per_seed.get("warmup_seconds", [0.0])[0]
-        print("\n".join(report(runs, warmups)), flush=True)
+        print("\n".join(report(runs, warmups, args.warmup or 24)), flush=True)
+        if args.reuse:
+            print(f"(generators other than {args.generators} reused from {args.reuse})",
+                  flush=True)
 
 
 if __name__ == "__main__":

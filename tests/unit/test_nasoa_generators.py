@@ -7,14 +7,35 @@ import json
 import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from refbench.baselines.nas.nasoa.finetune import Budget, Schedule, lr_at
-from refbench.baselines.nas.nasoa.generators import (BATCH_SIZES, LR_GRID, LR_RANGE, Context,
-                                                     OnlineGenerator, features, make_generator,
-                                                     random_schedule)
-from refbench.baselines.nas.nasoa.zoo import ZooConfig, build_zoo, load_zoo, pareto_front, spread
+from refbench.baselines.nas.nasoa.generators import (
+    BATCH_SIZES,
+    FEATURE_NAMES,
+    LR_GRID,
+    LR_RANGE,
+    PREDICTORS,
+    Context,
+    OnlineGenerator,
+    Predictor,
+    features,
+    leave_one_task_out,
+    make_generator,
+    pairwise_loss,
+    random_schedule,
+    to_logit,
+)
+from refbench.baselines.nas.nasoa.zoo import (
+    Member,
+    ZooConfig,
+    build_zoo,
+    load_zoo,
+    pareto_front,
+    spread,
+)
 from refbench.errors import RefbenchError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -162,7 +183,7 @@ def test_online_generator_learns_from_past_tasks_and_updates(zoo_dir: Path) -> N
     online.observe(ctx, choice.schedule, 10.0)  # updated after every task: refitted
     assert online._model is None and len(online.y) == 26
     x = features(ctx.features, ctx.train_size, ctx.zoo.members[0], 0.01, 32, ctx.budget)
-    assert len(x) == 11 and all(math.isfinite(v) for v in x)
+    assert len(x) == len(FEATURE_NAMES) == 12 and all(math.isfinite(v) for v in x)
     with pytest.raises(RefbenchError, match="non-finite observation"):
         online.add(x, math.nan)
 
@@ -178,3 +199,162 @@ def test_optuna_generators_run_trials_on_the_held_out_part(name: str, zoo_dir: P
     assert 0.0 <= choice.details["heldout_accuracy"] <= 1.0
     if name == "random":
         assert choice.details["pruned"] == 0
+
+
+# -- the online predictor: features, toy response surface, leave-one-task-out -----------------
+def _member(name: str, params: int, seconds: float, pretrain: float) -> Member:
+    return Member(name, "1_8_1", params, seconds, 0.5, pretrain, f"models/{name}.safetensors",
+                  "0" * 64)
+
+
+MEMBERS = [_member("small", 60_000, 0.01, 0.94), _member("big", 900_000, 0.05, 0.98)]
+TOY_TASKS = {f"toy:{k}": {"log_train": math.log(n), "log_classes": math.log(c), "per_class": n / c,
+                          "probe": p}
+             for k, (n, c, p) in enumerate([(160, 4, 0.9), (240, 8, 0.6), (320, 16, 0.3),
+                                            (200, 6, 0.7), (280, 12, 0.45)])}
+
+
+def toy_accuracy(task: dict[str, float], member: Member, lr: float, batch: int,
+                 steps: int) -> float:
+    """A known response surface: accuracy grows with the examples seen (steps x batch),
+    peaks at lr 0.05 (a parabola in log lr), falls with the task's difficulty; the big
+    member is 5 points better."""
+    seen = math.log(steps * batch)
+    logit = (1.6 * task["probe"] + 0.9 * (seen - 7.0) - 1.5 * (math.log10(lr) + 1.3) ** 2
+             + 0.3 * (member.params > 100_000) - 0.2 * task["log_classes"])
+    return 100.0 / (1.0 + math.exp(-logit))
+
+
+def _toy_zoo() -> SimpleNamespace:
+    return SimpleNamespace(members=MEMBERS, member=lambda name: next(
+        m for m in MEMBERS if m.name == name))
+
+
+def _toy_ctx(task: str, steps: int) -> Context:
+    f = TOY_TASKS[task]
+    return Context(_toy_zoo(), task, f, round(math.exp(f["log_train"])),  # type: ignore[arg-type]
+                   Budget("steps", steps), 0)
+
+
+def _toy_history(online: OnlineGenerator, tasks: list[str], per_task: int, seed: int) -> None:
+    rng = random.Random(seed)
+    for task in tasks:
+        for k in range(per_task):
+            steps = (30, 100)[k % 2]
+            ctx = _toy_ctx(task, steps)
+            s = Schedule(rng.choice(MEMBERS).name, rng.choice(LR_GRID), rng.choice(BATCH_SIZES))
+            online.observe(ctx, s, toy_accuracy(ctx.features, ctx.zoo.member(s.model), s.lr,
+                                                s.batch_size, steps))
+
+
+def test_features_name_what_a_step_budget_buys() -> None:
+    task = TOY_TASKS["toy:0"]
+    for member in MEMBERS:  # a step budget plans the same steps for every member
+        x = dict(zip(FEATURE_NAMES, features(task, 160, member, 0.01, 64, Budget("steps", 30))))
+        assert x["log_steps"] == pytest.approx(math.log(30))
+        assert x["log_seen"] == pytest.approx(math.log(30 * 64))  # examples seen
+        assert x["log_epochs"] == pytest.approx(math.log(30 * 64 / 160))
+        assert x["log10_lr"] == pytest.approx(-2.0) and x["log2_batch"] == pytest.approx(6.0)
+        assert x["log10_lr_x_steps"] == pytest.approx(math.log10(0.3))
+        assert x["log_params"] == pytest.approx(math.log(member.params))
+        assert x["probe"] == task["probe"] and x["log_classes"] == task["log_classes"]
+    # a seconds budget buys a slow member fewer steps, and batch 64 costs 2x batch 32
+    slow = dict(zip(FEATURE_NAMES, features(task, 160, MEMBERS[1], 0.01, 64,
+                                            Budget("seconds", 10.0))))
+    assert slow["log_steps"] == pytest.approx(math.log(int(10.0 / (0.05 * 2))))
+
+
+def test_pairwise_loss_weighs_wrongly_ordered_gaps() -> None:
+    assert pairwise_loss([10, 50, 90], [1, 2, 3]) == 0.0
+    assert pairwise_loss([10, 50, 90], [3, 2, 1]) == 1.0
+    # gaps 40 (10-50), 80 (10-90), 40 (50-90); only 50-vs-90 reversed -> 40 / 160
+    assert pairwise_loss([10, 50, 90], [1, 3, 2]) == pytest.approx(0.25)
+    assert pairwise_loss([10, 50], [1, 1]) == pytest.approx(0.5)  # a tie is half wrong
+    assert pairwise_loss([70, 70], [1, 2]) == 0.0
+
+
+@pytest.mark.parametrize("kind", PREDICTORS)
+def test_each_predictor_prefers_the_truly_best_schedule_on_a_toy_surface(kind: str) -> None:
+    """Past tasks toy:0-3 observed at random schedules; on the new task toy:4 the choice
+    must be the true optimum's setting: batch 64 (4x the examples of batch 16), lr near
+    0.05 (not an edge of the grid), the big member; predicted within 10 points."""
+    online = OnlineGenerator(predictor=kind)
+    _toy_history(online, ["toy:0", "toy:1", "toy:2", "toy:3"], 10, seed=1)
+    for steps in (30, 100):
+        ctx = _toy_ctx("toy:4", steps)
+        choice = online.choose(ctx)
+        s = choice.schedule
+        truth = toy_accuracy(ctx.features, ctx.zoo.member(s.model), s.lr, s.batch_size, steps)
+        best = max(toy_accuracy(ctx.features, m, lr, b, steps)
+                   for m in MEMBERS for lr in LR_GRID for b in BATCH_SIZES)
+        assert choice.details["predictor"] == kind
+        assert s.batch_size == 64 and 0.01 <= s.lr <= 0.15, (kind, s)
+        assert best - truth < 5.0 and abs(choice.details["predicted"] - truth) < 10.0
+
+
+def test_leave_one_task_out_never_fits_on_the_held_out_task(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    online = OnlineGenerator()
+    _toy_history(online, ["toy:0", "toy:1", "toy:2"], 6, seed=2)
+    seen: list[int] = []
+    fit = Predictor.fit
+
+    def spy(self: Predictor, x, y):  # type: ignore[no-untyped-def]
+        seen.append(len(y))
+        return fit(self, x, y)
+
+    monkeypatch.setattr(Predictor, "fit", spy)
+    assert online.budgets == ["30steps", "100steps"] * 9
+    scores = leave_one_task_out(online.x, [to_logit(v) for v in online.y], online.tasks,
+                                online.budgets, ("prior+gp",))
+    assert seen == [12, 12, 12]  # 3 folds, each on the other two tasks' 6 + 6 points
+    assert set(scores) == {"prior+gp"} and 0.0 <= scores["prior+gp"]["pairwise"] <= 1.0
+    assert scores["prior+gp"]["rmse"] >= 0.0
+
+
+def test_the_predictor_is_selected_once_from_the_warm_up_tasks() -> None:
+    online = OnlineGenerator()
+    assert online.predictor == "auto"
+    _toy_history(online, ["toy:0", "toy:1", "toy:2"], 8, seed=3)
+    online.fit()  # the end of the warm-up: leave-one-task-out over toy:0-2 picks a kind
+    chosen = online.predictor
+    assert chosen in PREDICTORS and set(online.selection) == set(PREDICTORS)
+    best = min(PREDICTORS, key=lambda k: (online.selection[k]["pairwise"],
+                                          online.selection[k]["rmse"]))
+    assert chosen == best
+    frozen = dict(online.selection)
+    _toy_history(online, ["toy:3", "toy:4"], 4, seed=4)  # benchmark tasks: no re-selection
+    choice = online.choose(_toy_ctx("toy:4", 30))
+    assert online.predictor == chosen and online.selection == frozen
+    assert choice.details["history"] == 32 and choice.details["predictor"] == chosen
+    few = OnlineGenerator()  # fewer than three past tasks: the parametric prior + GP
+    _toy_history(few, ["toy:0", "toy:1"], 4, seed=5)
+    few.fit()
+    assert few.predictor == "prior+gp" and few.selection == {}
+    with pytest.raises(RefbenchError, match="unknown predictor 'svm'"):
+        OnlineGenerator(predictor="svm")
+
+
+def test_clipped_predictions_do_not_tie_the_ranking() -> None:
+    """Shown accuracies are clipped to the targets' range [0.5, 99.5]%, but the choice
+    follows the unclipped score: a predictor that extrapolates every candidate below the
+    floor (a task far from the history) must not leave the choice to ties."""
+    import numpy as np
+
+    class Fixed:
+        def predict(self, x):  # type: ignore[no-untyped-def]
+            mean = -40.0 + np.arange(len(x), dtype=float) * 0.1  # all far below the floor
+            mean[5] = -6.0  # the least bad, still below it
+            return mean, np.ones(len(x))
+
+    online = OnlineGenerator()
+    online._model = Fixed()  # type: ignore[assignment]
+    accuracy, score, _ = online.predict([[0.0]] * 12)
+    assert np.allclose(accuracy, 0.5) and int(np.argmax(score)) == 5  # floor: ACC_FLOOR
+    ctx = _toy_ctx("toy:0", 30)
+    grid = [(m, lr, b) for m in MEMBERS for lr in LR_GRID for b in BATCH_SIZES]
+    choice = online.choose(ctx)
+    member, lr, batch = grid[5]
+    assert choice.schedule == Schedule(member.name, lr, batch)
+    assert choice.details["predicted"] == pytest.approx(0.5)
+    assert 0 < choice.details["pessimistic"] <= choice.details["predicted"]
