@@ -16,6 +16,9 @@ Run (about 10 minutes on 2 busy cores with the defaults):
     OMP_NUM_THREADS=1 .venv/bin/python perf/efficientbert_ranking.py [--work DIR --archs 8
         --methods sampled,largest --supernet-seeds 0,1 --truth-seeds 0,1
         --set search.proxy=pred --workers 2 --address ADDR]
+On the setting where architectures differ (see efficientbert_search's docstring):
+    ... perf/efficientbert_ranking.py --work DIR --sst2 compositional --n 2000 \
+        --dev-rows 1000 --teacher-steps 1200 --methods sampled --supernet-seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "eb-ranking")
     parser.add_argument("--n", type=int, default=800, help="synthesized SST-2 training rows")
     parser.add_argument("--teacher-steps", type=int, default=150)
+    parser.add_argument("--sst2", default="standard",
+                        help="synthesized SST-2 variant: standard or compositional (the tiny "
+                             "setting in which architectures differ, see efficientbert_search)")
+    parser.add_argument("--dev-rows", type=int, default=None,
+                        help="validation rows (default: n // 4)")
     parser.add_argument("--out", type=Path, default=None, help="default: WORK/ranking")
     parser.add_argument("--supernets", default=None,
                         help="trained supernet folders to score instead of training")
@@ -54,7 +62,7 @@ def main() -> None:
 
     from refbench.baselines.nlp.efficientbert.ranking import EfficientBertRankingSearch
 
-    cache, teacher = _prepare(args.work, args.n, args.teacher_steps)
+    cache, teacher = _prepare(args.work, args.n, args.teacher_steps, args.sst2, args.dev_rows)
     out = args.out or args.work / "ranking"
     options = {"teacher": str(teacher), "methods": args.methods,
                "supernet_seeds": args.supernet_seeds, "truth_seeds": args.truth_seeds,

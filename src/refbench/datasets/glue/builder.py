@@ -620,7 +620,11 @@ class GlueBuilder(DatasetBuilder):
     def source_files(self, root: Path, config: str) -> list[Path]:
         return list(_require_files(Path(root), config).values())
 
-    def synthesize(self, out: Path, n: int = 200, seed: int = 0) -> Path:
+    def synthesize(self, out: Path, n: int = 200, seed: int = 0, *, sst2: str = "standard",
+                   dev_rows: int | None = None) -> Path:
+        """The synthetic release (`synthesize_glue`); `sst2="compositional"` and `dev_rows`
+        give the harder SST-2 with a large dev split that the EfficientBERT search's tiny
+        setting uses; the defaults write what the CLI writes."""
         from refbench.datasets.glue.synth import synthesize_glue
 
-        return synthesize_glue(Path(out), n=n, seed=seed)
+        return synthesize_glue(Path(out), n=n, seed=seed, sst2=sst2, dev_rows=dev_rows)

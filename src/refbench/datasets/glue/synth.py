@@ -172,6 +172,10 @@ def _sst2(rng: random.Random, count: int) -> list[tuple]:
     return out
 
 
+#: SST-2 variants `synthesize_glue(sst2=...)` writes; "standard" is the default, the
+#: "compositional" one is in `synth_variants`
+SST2_VARIANTS = ("standard", "compositional")
+
 def _cola(rng: random.Random, count: int) -> list[tuple]:
     out = []
     for label in _balanced(rng, count, [1, 2]):
@@ -382,16 +386,28 @@ def _mnli_rows(rng: random.Random, rows: list[tuple], genres: list[str], annotat
     return out
 
 
-def synthesize_glue(out: Path, n: int = 200, seed: int = 0) -> Path:
+def synthesize_glue(out: Path, n: int = 200, seed: int = 0, *, sst2: str = "standard",
+                    dev_rows: int | None = None) -> Path:
     """Write a synthetic GLUE root (all ten configs) into `out` and return it.
 
-    Train files get `n` rows, every dev/test file `max(8, n // 4)`; test files carry no
-    labels. The same (n, seed) always writes the same bytes.
+    Train files get `n` rows, every dev/test file `dev_rows` (default `max(8, n // 4)`; a
+    larger dev split shrinks evaluation noise without more training data); test files carry
+    no labels. `sst2` picks the SST-2 generator (`SST2_VARIANTS`: "compositional" is the
+    harder one whose label depends on connectives and double negation). The same arguments
+    always write the same bytes, and the defaults write what they always wrote.
     """
     if n < 1:
         raise RefbenchError(f"n must be at least 1 (got {n})", key="n")
+    if dev_rows is not None and dev_rows < 1:
+        raise RefbenchError(f"dev_rows must be at least 1 (got {dev_rows})", key="dev_rows")
+    if sst2 not in SST2_VARIANTS:
+        raise RefbenchError(f"unknown SST-2 variant {sst2!r} (choose from "
+                            f"{', '.join(SST2_VARIANTS)})", key="sst2")
+    from refbench.datasets.glue.synth_variants import sst2_compositional
+
+    sst2_gen = _sst2 if sst2 == "standard" else sst2_compositional
     root = Path(out)
-    small = max(8, n // 4)
+    small = max(8, n // 4) if dev_rows is None else dev_rows
 
     def rng_for(task: str, split: str) -> random.Random:
         return random.Random(f"glue-{seed}-{task}-{split}")
@@ -411,9 +427,11 @@ def synthesize_glue(out: Path, n: int = 200, seed: int = 0) -> Path:
 
     for split, count in (("train", n), ("dev", small)):
         _write(root / "SST-2" / f"{split}.tsv",
-               [[t, str(y)] for t, y in make(_sst2, "sst2", split, count)], ["sentence", "label"])
+               [[t, str(y)] for t, y in make(sst2_gen, "sst2", split, count)],
+               ["sentence", "label"])
     _write(root / "SST-2" / "test.tsv",
-           [[str(i), t.strip()] for i, (t, _) in enumerate(make(_sst2, "sst2", "test", small))],
+           [[str(i), t.strip()]
+            for i, (t, _) in enumerate(make(sst2_gen, "sst2", "test", small))],
            ["index", "sentence"])
 
     mrpc_cols = ["#1 ID", "#2 ID", "#1 String", "#2 String"]
