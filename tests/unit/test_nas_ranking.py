@@ -16,7 +16,8 @@ import pytest
 from scipy import stats
 
 from refbench.baselines.nas.ranking import (MIN_ARCHS, PLOT_FILE, SUMMARY_FILE, TRUTH_FILE,
-                                            RankingSettings, Supernet, run_ranking)
+                                            RankingSettings, Supernet, run_ranking,
+                                            summary_lines)
 from refbench.datasets.nasbench.spaces import SPACES, SearchSpace
 from refbench.engine.jobs import Job
 from refbench.errors import RefbenchError
@@ -39,7 +40,9 @@ def fake_supernet(method: str, seed: int, out: str) -> str:
 
 
 def fake_scores(run: str, archs: Sequence[str], noise: float, seed: int) -> dict[str, float]:
-    """Truth plus Gaussian noise (0: a perfect supernet)."""
+    """Truth plus Gaussian noise (0: a perfect supernet; negative: every score the same)."""
+    if noise < 0:
+        return {a: 49.0 for a in archs}
     rng = np.random.default_rng(seed)
     return {a: truth_of(a, 0) + noise * float(rng.normal()) for a in archs}
 
@@ -161,8 +164,6 @@ def test_benchmark_end_to_end(tmp_path: Path) -> None:
 
 def test_summary_lines_and_plot_label(tmp_path: Path) -> None:
     """The generic printout (mean +- std per method) and the x-axis label the client names."""
-    from refbench.baselines.nas.ranking import summary_lines
-
     summary = run_ranking(FakeClient(), _settings(archs=4, supernet_seeds=[0, 1]), tmp_path)
     lines = summary_lines(summary, tmp_path)
     assert len(lines) == 3 and lines[0].startswith("good: Kendall tau-b 1.000 +- 0.000")
@@ -255,3 +256,22 @@ def test_real_macro_table_params_proxy(shared_data: Path, tmp_path: Path) -> Non
     best = max(range(len(archs)), key=lambda i: (params[i], -i))
     assert result.metrics["top_pick/ground_truth"] == pytest.approx(mean[best])
     assert math.isfinite(result.metrics["P@50"])
+
+
+def test_a_constant_supernet_is_undefined_not_averaged(tmp_path: Path) -> None:
+    """A supernet scoring every architecture alike has no tau (not 0): it is written apart
+    (scores + undefined.json) and left out of its method's mean; a method with only such
+    supernets has no figures, and the run still finishes."""
+    client = FakeClient(noise={"good": 0.0, "flat": -1.0})
+    summary = run_ranking(client, _settings(methods=["good", "flat"], supernet_seeds=[0, 1]),
+                          tmp_path)
+    assert summary["methods"]["good"]["kendall_tau_b"]["per_seed"] == [1.0, 1.0]
+    assert summary["methods"]["good"]["undefined_seeds"] == []
+    assert summary["methods"]["flat"] == {"undefined_seeds": [0, 1]}
+    why = json.loads((tmp_path / "flat" / "seed0" / "undefined.json").read_text())
+    assert "undefined for a constant ranking" in why["reason"]
+    assert (tmp_path / "flat" / "seed0" / "scores.txt").exists()
+    assert not (tmp_path / "flat" / "result.json").exists()
+    lines = summary_lines(summary, tmp_path)
+    assert any(line.startswith("flat: every supernet scored all architectures alike") for line in lines)
+    assert (tmp_path / SUMMARY_FILE).exists()

@@ -174,13 +174,22 @@ def run_ranking(client: RankingClient, settings: RankingSettings, out: Path,
     scores = _checked(run_jobs(score_jobs, on_done=_reporter(say), **pool))  # type: ignore[arg-type]
     refs = {a: ArchitectureTruth(a, v) for a, v in truth.items()}
     results: dict[str, list[Any]] = {}
+    undefined: dict[str, list[int]] = {s.method: [] for s in supernets}
     for supernet, scored in zip(supernets, scores):
         folder = out / supernet.method / f"seed{supernet.seed}"
+        if len(set(scored.values())) <= 1:
+            # a supernet that gives every architecture the same score ranks nothing: its
+            # tau is undefined (not 0), so it is reported apart, not averaged in
+            write_constant(client, supernet, scored, folder)
+            undefined[supernet.method].append(supernet.seed)
+            say(f"{supernet.method} seed {supernet.seed}: every architecture scored "
+                f"{next(iter(scored.values()))!r}: ranking undefined")
+            continue
         result = score_supernet(client, supernet, scored, refs, settings, folder)
         results.setdefault(supernet.method, []).append(result)
     methods = {m: _aggregate(rs, out / m) for m, rs in results.items()}
     points = {m: [(s, scores[i], supernets[i].seed) for i, s in enumerate(supernets)
-                  if s.method == m] for m in results}
+                  if s.method == m and s.seed not in undefined[m]] for m in results}
     info = client.provenance()
     write_plot(out / PLOT_FILE, client.name, truth, points, methods,
                str(info.get("score_label", "supernet score")))
@@ -194,7 +203,8 @@ def run_ranking(client: RankingClient, settings: RankingSettings, out: Path,
                          "the mean over its seeds", "file": TRUTH_FILE},
         "settings": asdict(settings), "client": info,
         "supernets": [asdict(s) for s in supernets],
-        "methods": {m: {"result": f"{m}/result.json", **_figures(r)} for m, r in methods.items()},
+        "methods": {m: ({"result": f"{m}/result.json", **_figures(methods[m])} if m in methods
+                        else {}) | {"undefined_seeds": seeds} for m, seeds in undefined.items()},
         "plot": PLOT_FILE, "wall_time_s": round(time.time() - started, 3),
     }
     atomic_write_json(out / SUMMARY_FILE, summary)  # last: marks a finished benchmark
@@ -206,6 +216,14 @@ def summary_lines(summary: dict[str, Any], out: Path) -> list[str]:
     seeds) and the top pick's stand-alone accuracy; then where the files are."""
     lines = []
     for method, figures in summary["methods"].items():
+        skipped = figures.get("undefined_seeds") or []
+        if "kendall_tau_b" not in figures:
+            lines.append(f"{method}: every supernet scored all architectures alike (seeds "
+                         f"{', '.join(map(str, skipped))}): ranking undefined")
+            continue
+        if skipped:
+            lines.append(f"{method}: supernet seed(s) {', '.join(map(str, skipped))} scored all "
+                         f"architectures alike: ranking undefined, left out of the mean")
         tau, rho = figures["kendall_tau_b"], figures["spearman_rho"]
         pick = figures["top_pick/ground_truth"]
         lines.append(f"{method}: Kendall tau-b {tau['mean']:.3f} +- {tau['std']:.3f}, "
@@ -267,6 +285,20 @@ def score_supernet(client: RankingClient, supernet: Supernet, scored: dict[str, 
             hardware=hardware_string(), wall_time_s=round(time.time() - started, 3)))
     result.write(folder / "result.json")
     return result
+
+
+def write_constant(client: RankingClient, supernet: Supernet, scored: dict[str, float],
+                   folder: Path) -> None:
+    """A supernet whose scores are all equal: its scores file and `undefined.json` (why no
+    result.json: Kendall tau and Spearman rho are undefined for a constant ranking)."""
+    from refbench.benchmarks.formats.nas_ranking import write_scores
+
+    write_scores(folder / "scores.txt", scored, client.space())
+    value = next(iter(scored.values()))
+    atomic_write_json(folder / "undefined.json", {
+        "method": supernet.method, "seed": supernet.seed, "supernet_run": supernet.run,
+        "reason": f"every architecture scored {value!r}: Kendall tau and Spearman rho are "
+                  f"undefined for a constant ranking"})
 
 
 def _aggregate(results: list[Any], folder: Path) -> Any:
