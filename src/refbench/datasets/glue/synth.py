@@ -172,9 +172,9 @@ def _sst2(rng: random.Random, count: int) -> list[tuple]:
     return out
 
 
-#: SST-2 variants `synthesize_glue(sst2=...)` writes; "standard" is the default, the
-#: "compositional" one is in `synth_variants`
+#: SST-2 variants of `synthesize_glue(sst2=...)` ("compositional": `synth_variants`)
 SST2_VARIANTS = ("standard", "compositional")
+
 
 def _cola(rng: random.Random, count: int) -> list[tuple]:
     out = []
@@ -390,12 +390,10 @@ def synthesize_glue(out: Path, n: int = 200, seed: int = 0, *, sst2: str = "stan
                     dev_rows: int | None = None) -> Path:
     """Write a synthetic GLUE root (all ten configs) into `out` and return it.
 
-    Train files get `n` rows, every dev/test file `dev_rows` (default `max(8, n // 4)`; a
-    larger dev split shrinks evaluation noise without more training data); test files carry
-    no labels. `sst2` picks the SST-2 generator (`SST2_VARIANTS`: "compositional" is the
-    harder one whose label depends on connectives and double negation). The same arguments
-    always write the same bytes, and the defaults write what they always wrote.
-    """
+    Train files get `n` rows, every dev/test file `dev_rows` (default `max(8, n // 4)`; more
+    dev rows shrink evaluation noise); test files carry no labels. `sst2` picks the SST-2
+    generator (`SST2_VARIANTS`; "compositional": the label depends on connectives and double
+    negation). The same arguments always write the same bytes; the defaults, the old ones."""
     if n < 1:
         raise RefbenchError(f"n must be at least 1 (got {n})", key="n")
     if dev_rows is not None and dev_rows < 1:
@@ -404,7 +402,6 @@ def synthesize_glue(out: Path, n: int = 200, seed: int = 0, *, sst2: str = "stan
         raise RefbenchError(f"unknown SST-2 variant {sst2!r} (choose from "
                             f"{', '.join(SST2_VARIANTS)})", key="sst2")
     from refbench.datasets.glue.synth_variants import sst2_compositional
-
     sst2_gen = _sst2 if sst2 == "standard" else sst2_compositional
     root = Path(out)
     small = max(8, n // 4) if dev_rows is None else dev_rows
