@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from refbench.baselines.nas.ranking import RankingSettings, Supernet, run_ranking
+from refbench.baselines.nas.ranking import RankingSettings, Supernet, run_ranking, summary_lines
 from refbench.datasets.nasbench.spaces import ArchitectureError, SearchSpace
 from refbench.engine.jobs import Job
 from refbench.errors import RefbenchError
@@ -286,14 +286,4 @@ class PinasRankingSearch(Search):
             raise RefbenchError(f"unknown supernet method(s) {unknown} (known: "
                                 f"{', '.join(METHODS)})", key="methods")
         summary = run_ranking(client, settings, Path(out), progress)
-        lines = []
-        for method, figures in summary["methods"].items():
-            tau, rho = figures["kendall_tau_b"], figures["spearman_rho"]
-            pick = figures["top_pick/ground_truth"]
-            lines.append(f"{method}: Kendall tau-b {tau['mean']:.3f} +- {tau['std']:.3f}, "
-                         f"Spearman rho {rho['mean']:.3f} +- {rho['std']:.3f}, top pick "
-                         f"{pick['mean']:.2f}% ({len(tau['per_seed'])} supernet seeds, "
-                         f"N={summary['sampling']['n']})")
-        lines.append(f"wrote {Path(out) / 'ranking.json'}, per-method result.json, "
-                     f"{summary['plot']}")
-        return SearchOutcome(Path(out), summary, lines)
+        return SearchOutcome(Path(out), summary, summary_lines(summary, Path(out)))

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from refbench.baselines.tryon.labels import label_map
 from refbench.baselines.tryon.m3dvton.inputs import body_shape, pose_maps
 from refbench.baselines.tryon.wasvton import space
 from refbench.errors import RefbenchError
@@ -90,14 +91,11 @@ def _image(row: Mapping[str, Any], column: str, mode: str) -> np.ndarray:
     if value is None:
         raise RefbenchError(f"pair {row.get('pair_id')}: no {column!r} (WAS-VTON needs the "
                             f"person, garment, garment mask, parse and pose)", key=column)
+    if mode == LABELS:
+        return label_map(row, column)
     try:
         with Image.open(io.BytesIO(value["bytes"])) as handle:
-            if mode != LABELS:
-                return np.asarray(handle.convert(mode))
-            if handle.mode not in ("L", "P"):
-                raise RefbenchError(f"pair {row.get('pair_id')}: {column!r} is a {handle.mode}-"
-                                    f"mode image, a label map is L or P mode", key=column)
-            return np.asarray(handle, dtype=np.uint8)
+            return np.asarray(handle.convert(mode))
     except (OSError, SyntaxError, ValueError) as exc:
         raise RefbenchError(f"pair {row.get('pair_id')}: cannot decode {column!r}: "
                             f"{' '.join(str(exc).split())}", key=column) from None
