@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, overload
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from refbench.baselines.lazy_rows import LazyRows
 from refbench.errors import RefbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,13 +124,14 @@ def term_targets(terms: Sequence[str] | None, index: Mapping[str, int]) -> list[
     return sorted({index[t] for t in (terms or []) if t in index})
 
 
-class StudyFeatures(Sequence[dict[str, Any]]):
+class StudyFeatures(LazyRows):
     """Per-study feature dicts: `index`, `id`, the given text fields (`extra`, held in
     memory) and `images` / `image_mask` (decoded on access). A `Sequence`, so the
     trainer can index it and the predictor slice it."""
 
     def __init__(self, rows: "hf_datasets.Dataset", num_images: int, image_size: int,
                  extra: Mapping[str, Sequence[Any]] | None = None) -> None:
+        super().__init__(CACHE_BYTES)
         require_columns(rows, "study_id")
         self.column = image_column(rows)
         self.ids = [str(s) for s in rows["study_id"]]
@@ -143,33 +145,14 @@ class StudyFeatures(Sequence[dict[str, Any]]):
         fmt = "numpy" if self.column == "slices" else None
         self.visual = rows.select_columns([self.column]).with_format(fmt)
         self.num_images, self.image_size = num_images, image_size
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        stack = self._cache.get(index)
-        if stack is None:
-            value = self.visual[index][self.column]
-            stack = study_stack(value, self.column, self.ids[index], self.num_images,
-                                self.image_size)
-            if self._cached_bytes + stack[0].nbytes <= CACHE_BYTES:
-                self._cache[index] = stack
-                self._cached_bytes += stack[0].nbytes
+    def item(self, index: int) -> dict[str, Any]:
+        stack = self.cached(index, lambda: study_stack(
+            self.visual[index][self.column], self.column, self.ids[index], self.num_images,
+            self.image_size), lambda s: s[0].nbytes)
         return {"index": index, "id": self.ids[index], "images": stack[0],
                 "image_mask": stack[1], **{k: v[index] for k, v in self.extra.items()}}
 

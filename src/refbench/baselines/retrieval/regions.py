@@ -15,11 +15,12 @@ table when the trainer or the predictor asks for it, keeping decoded items up to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, overload
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from refbench.baselines.lazy_rows import LazyRows, total_nbytes
 from refbench.errors import RefbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,7 +86,7 @@ def collate_regions(features: Sequence[Mapping[str, Any]], max_regions: int,
     return {"regions": regions, "locations": locations, "region_mask": mask}
 
 
-class ItemFeatures(Sequence[dict[str, Any]]):
+class ItemFeatures(LazyRows):
     """Per-item feature dicts of a split: `id`, `index`, the title's `input_ids` (held in
     memory) and the item's `regions` / `locations` (read from the Arrow table on access).
 
@@ -93,6 +94,7 @@ class ItemFeatures(Sequence[dict[str, Any]]):
 
     def __init__(self, rows: "hf_datasets.Dataset", input_ids: Sequence[Sequence[int]],
                  feature_size: int, max_regions: int) -> None:
+        super().__init__(CACHE_BYTES)
         if len(input_ids) != len(rows):
             raise RefbenchError(f"{len(input_ids)} tokenised titles for {len(rows)} items")
         missing = [c for c in ("id", *REGION_COLUMNS) if c not in rows.column_names]
@@ -103,33 +105,16 @@ class ItemFeatures(Sequence[dict[str, Any]]):
         self.input_ids = [list(ids) for ids in input_ids]
         self.visual = rows.with_format("numpy", columns=list(REGION_COLUMNS))
         self.feature_size, self.max_regions = feature_size, max_regions
-        self._cache: dict[int, dict[str, np.ndarray]] = {}
-        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        visual = self._cache.get(index)
-        if visual is None:
+    def item(self, index: int) -> dict[str, Any]:
+        def build() -> dict[str, np.ndarray]:
             row = dict(self.visual[index])
             row["id"] = self.ids[index]
-            visual = item_regions(row, self.feature_size, self.max_regions)
-            size = sum(a.nbytes for a in visual.values())
-            if self._cached_bytes + size <= CACHE_BYTES:
-                self._cache[index] = visual
-                self._cached_bytes += size
+            return item_regions(row, self.feature_size, self.max_regions)
+
+        visual = self.cached(index, build, total_nbytes)
         return {"index": index, "id": self.ids[index], "input_ids": self.input_ids[index],
                 **visual}

@@ -19,11 +19,12 @@ counts as absent even when flagged).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, overload
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from refbench.baselines.lazy_rows import LazyRows, total_nbytes
 from refbench.baselines.retrieval.regions import CACHE_BYTES, collate_regions, item_regions
 from refbench.baselines.retrieval.scale.model import MODALITIES, ScaleConfig
 from refbench.errors import RefbenchError
@@ -87,13 +88,14 @@ def _rows_of(value: Any, width: int, limit: int, what: str, item: str) -> np.nda
     return array[:limit]
 
 
-class ScaleItems(Sequence[dict[str, Any]]):
+class ScaleItems(LazyRows):
     """Per-item feature dicts of a split: ids, token ids and presence held in memory, the
     media read from the memory-mapped Arrow table on access (decoded items cached up to
     `CACHE_BYTES`, so a small split is decoded once). A `Sequence` for the trainer and the
     predictor."""
 
     def __init__(self, rows: "hf_datasets.Dataset", tokenizer: Any, cfg: ScaleConfig) -> None:
+        super().__init__(CACHE_BYTES)
         require_columns(rows)
         self.cfg = cfg
         self.ids = [str(i) for i in rows["id"]]
@@ -110,16 +112,14 @@ class ScaleItems(Sequence[dict[str, Any]]):
         self.present = np.array([[flags[m][i] for m in MODALITIES] for i in range(len(rows))],
                                 dtype=bool).reshape(len(rows), len(MODALITIES))
         self.media = rows.with_format("numpy", columns=list(MEDIA_COLUMNS))
-        self._cache: dict[int, dict[str, np.ndarray]] = {}
-        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def _media(self, index: int) -> dict[str, np.ndarray]:
-        cached = self._cache.get(index)
-        if cached is not None:
-            return cached
+        return self.cached(index, lambda: self._decode(index), total_nbytes)
+
+    def _decode(self, index: int) -> dict[str, np.ndarray]:
         cfg, item = self.cfg, self.ids[index]
         row = dict(self.media[index])
         row["id"] = item
@@ -128,25 +128,9 @@ class ScaleItems(Sequence[dict[str, Any]]):
             raise RefbenchError(f"item {item!r} has non-finite region features")
         out["video"] = _rows_of(row["video"], cfg.video_feature_size, cfg.video_frames, "video", item)
         out["audio"] = _rows_of(row["audio"], cfg.audio_feature_size, cfg.audio_rows, "audio", item)
-        size = sum(a.nbytes for a in out.values())
-        if self._cached_bytes + size <= CACHE_BYTES:
-            self._cache[index] = out
-            self._cached_bytes += size
         return out
 
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+    def item(self, index: int) -> dict[str, Any]:
         media = self._media(index)
         present = self.present[index].copy()
         for m, column in (("image", "regions"), ("video", "video"), ("audio", "audio")):
