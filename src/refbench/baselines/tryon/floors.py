@@ -18,7 +18,6 @@ Both read the prepared split (`load_prepared`) and need the columns they name.
 
 from __future__ import annotations
 
-import io
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,13 +33,10 @@ FLAT_Z = 1e-3
 
 
 def _decode(row: dict[str, Any], column: str, mode: str) -> np.ndarray:
-    from PIL import Image
+    from refbench.baselines.tryon.labels import row_image
 
-    if row.get(column) is None:
-        raise RefbenchError(f"pair {row.get('pair_id')}: no {column!r} for the paste floor "
-                            f"(prepare the release with its derive option)", key=column)
-    with Image.open(io.BytesIO(row[column]["bytes"])) as handle:
-        return np.asarray(handle.convert(mode))
+    return row_image(row, column, mode,
+                     " for the paste floor (prepare the release with its derive option)")
 
 
 def _labels(row: dict[str, Any]) -> np.ndarray:

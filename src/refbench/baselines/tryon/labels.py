@@ -1,4 +1,4 @@
-"""A parse label map from a prepared try-on row, as the official loaders read it.
+"""Images and parse label maps from a prepared try-on row, as the official loaders read them.
 
 A parse PNG stores label ids: VITON-HD's are P mode (a palette), MPV3D's and VITON's L
 mode. The ids are the stored pixel values in both (`np.array(Image.open(p))`, as the
@@ -13,6 +13,24 @@ from typing import Any, Mapping
 import numpy as np
 
 from refbench.errors import RefbenchError
+
+
+def row_image(row: Mapping[str, Any], column: str, mode: str, missing: str = "") -> np.ndarray:
+    """`row[column]` decoded and converted to PIL `mode` (as the official loaders'
+    `Image.open(p).convert(mode)`), or a one-line error naming the pair and column; an
+    absent column says `pair P: no 'column'` followed by `missing` (what would provide it)."""
+    from PIL import Image
+
+    pair = row.get("pair_id")
+    value = row.get(column)
+    if value is None:
+        raise RefbenchError(f"pair {pair}: no {column!r}{missing}", key=column)
+    try:
+        with Image.open(io.BytesIO(value["bytes"])) as handle:
+            return np.asarray(handle.convert(mode))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RefbenchError(f"pair {pair}: cannot decode {column!r}: "
+                            f"{' '.join(str(exc).split())}", key=column) from None
 
 
 def label_map(row: Mapping[str, Any], column: str = "parse") -> np.ndarray:

@@ -22,7 +22,6 @@ and back, bilinear), the head-hand-lower image and 25 pose maps (a white square 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from refbench.baselines.tryon.labels import label_map
+from refbench.baselines.tryon.labels import label_map, row_image
 from refbench.errors import RefbenchError
 from refbench.evaluation.tryon.depth import gt_back_to_world, gt_front_to_world
 
@@ -48,19 +47,8 @@ SOBEL = ("sobel_x", "sobel_y")
 
 
 def _image(row: dict[str, Any], column: str, mode: str) -> np.ndarray:
-    from PIL import Image
-
-    value = row.get(column)
-    if value is None:
-        raise RefbenchError(f"pair {row.get('pair_id')}: no {column!r} (M3D-VTON needs it; "
-                            f"prepare mpv3d with the derive option for palm masks, Sobel "
-                            f"images and pre-aligned garments)", key=column)
-    try:
-        with Image.open(io.BytesIO(value["bytes"])) as handle:
-            return np.asarray(handle.convert(mode))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise RefbenchError(f"pair {row.get('pair_id')}: cannot decode {column!r}: "
-                            f"{' '.join(str(exc).split())}", key=column) from None
+    return row_image(row, column, mode, " (M3D-VTON needs it; prepare mpv3d with the derive "
+                     "option for palm masks, Sobel images and pre-aligned garments)")
 
 
 def pose_maps(pose: np.ndarray, height: int, width: int, radius: int) -> np.ndarray:

@@ -28,7 +28,6 @@ category is read from the release-size mask (finer sleeves).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from refbench.baselines.tryon.labels import label_map
+from refbench.baselines.tryon.labels import label_map, row_image
 from refbench.baselines.tryon.m3dvton.inputs import body_shape, pose_maps
 from refbench.baselines.tryon.wasvton import space
 from refbench.errors import RefbenchError
@@ -85,20 +84,12 @@ def _image(row: Mapping[str, Any], column: str, mode: str) -> np.ndarray:
     """A column's image in PIL `mode`, or with `LABELS` the label ids of an L- or P-mode
     parse as stored (VITON-HD's parses are P mode: converting them to L would turn the
     palette's colours into grey levels, not labels)."""
-    from PIL import Image
-
-    value = row.get(column)
-    if value is None:
-        raise RefbenchError(f"pair {row.get('pair_id')}: no {column!r} (WAS-VTON needs the "
-                            f"person, garment, garment mask, parse and pose)", key=column)
+    missing = " (WAS-VTON needs the person, garment, garment mask, parse and pose)"
     if mode == LABELS:
+        if row.get(column) is None:
+            raise RefbenchError(f"pair {row.get('pair_id')}: no {column!r}{missing}", key=column)
         return label_map(row, column)
-    try:
-        with Image.open(io.BytesIO(value["bytes"])) as handle:
-            return np.asarray(handle.convert(mode))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise RefbenchError(f"pair {row.get('pair_id')}: cannot decode {column!r}: "
-                            f"{' '.join(str(exc).split())}", key=column) from None
+    return row_image(row, column, mode, missing)
 
 
 def _fit(array: np.ndarray, height: int, width: int, resample: int) -> np.ndarray:
