@@ -35,6 +35,14 @@ class Search(ABC):
     #: names of options that must be given
     required: ClassVar[tuple[str, ...]] = ()
 
+    @staticmethod
+    def as_overrides(options: Mapping[str, Any], keys: Mapping[str, str],
+                     overrides: Sequence[str] = ()) -> list[str]:
+        """`overrides` plus `search.KEY=VALUE` for every given option, so a command-line
+        option is the same as `--set search.KEY=...` (`keys`: option name -> KEY)."""
+        return [*overrides, *(f"search.{key}={options[opt]}" for opt, key in keys.items()
+                              if options.get(opt) is not None)]
+
     @abstractmethod
     def run(self, benchmark: str, out: Path, options: Mapping[str, Any],
             overrides: Sequence[str], *, cache_dir: str | None,

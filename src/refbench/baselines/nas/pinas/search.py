@@ -275,11 +275,9 @@ class PinasSearch(Search):
     def run(self, benchmark: str, out: Path, options: Mapping[str, Any],
             overrides: Sequence[str], *, cache_dir: str | None,
             progress: Callable[[str], None]) -> SearchOutcome:
-        items = list(overrides)
-        for opt, key in (("samples", "lanas.max_samples"), ("initial", "lanas.initial_sample"),
-                         ("probe", "fitness.probe"), ("seed", "seed")):
-            if options.get(opt) is not None:
-                items.append(f"search.{key}={options[opt]}")
+        items = self.as_overrides(options, {
+            "samples": "lanas.max_samples", "initial": "lanas.initial_sample",
+            "probe": "fitness.probe", "seed": "seed"}, overrides)
         summary = search(options["supernet"], out, items, benchmark=benchmark,
                          cache_dir=cache_dir, progress=progress)
         chosen = summary["chosen"]

@@ -490,10 +490,8 @@ class EfficientBertSearch(Search):
     def run(self, benchmark: str, out: Path, options: Mapping[str, Any],
             overrides: Sequence[str], *, cache_dir: str | None,
             progress: Callable[[str], None]) -> SearchOutcome:
-        items = list(overrides)
-        for key in ("candidates", "warmup_steps", "seed"):
-            if options.get(key) is not None:
-                items.append(f"search.{key}={options[key]}")
+        items = self.as_overrides(
+            options, {k: k for k in ("candidates", "warmup_steps", "seed")}, overrides)
         result = search(benchmark, options["teacher"], out,
                         options.get("recipe") or "efficientbert_tiny_glue", items,
                         cache_dir=cache_dir, progress=progress)

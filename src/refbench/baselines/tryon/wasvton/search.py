@@ -274,10 +274,8 @@ class WasVtonSearch(Search):
     def run(self, benchmark: str, out: Path, options: Mapping[str, Any],
             overrides: Sequence[str], *, cache_dir: str | None,
             progress: Callable[[str], None]) -> SearchOutcome:
-        items = list(overrides)
-        for opt in ("population", "generations", "seed"):
-            if options.get(opt) is not None:
-                items.append(f"search.{opt}={options[opt]}")
+        items = self.as_overrides(
+            options, {k: k for k in ("population", "generations", "seed")}, overrides)
         summary = search(options["supernet"], out, items, benchmark=benchmark,
                          cache_dir=cache_dir, progress=progress)
         lines = [f"searched: {summary['chosen']['arch']}  held-out SSIM "
