@@ -24,7 +24,6 @@ On the setting where architectures differ (see efficientbert_search's docstring)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -60,6 +59,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from efficientbert_search import _prepare
 
+    from refbench.baselines.nas.ranking import figure_lines
     from refbench.baselines.nlp.efficientbert.ranking import EfficientBertRankingSearch
 
     cache, teacher = _prepare(args.work, args.n, args.teacher_steps, args.sst2, args.dev_rows)
@@ -77,17 +77,8 @@ def main() -> None:
     print(f"\nN={summary['sampling']['n']} (seed {summary['sampling']['seed']}), "
           f"{summary['ground_truth']['seeds_per_architecture']} stand-alone seed(s) per value, "
           f"supernet seeds {args.supernet_seeds}; fitness: {summary['client']['score_label']}")
-    for method, figures in summary["methods"].items():
-        cells = [f"{k} {v['mean']:.3f} +- {v['std']:.3f}" for k, v in figures.items()
-                 if isinstance(v, dict)]
-        print(f"{method:10s} " + "  ".join(cells))
-        print(f"{'':10s} tau-b per seed: "
-              + ", ".join(f"{t:.3f}" for t in figures["kendall_tau_b"]["per_seed"]))
-    truth = [json.loads(line)["accuracy"] for line in
-             (out / "ground_truth.jsonl").read_text().splitlines()]
-    print(f"stand-alone accuracy: {min(truth):.2f}..{max(truth):.2f} %")
+    print("\n".join(figure_lines(summary, out, width=10)))
     print(f"wall {wall:.0f} s (benchmark's own record: {summary['wall_time_s']:.0f} s)")
-    print(f"plot: {out / summary['plot']}")
 
 
 if __name__ == "__main__":

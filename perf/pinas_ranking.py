@@ -19,7 +19,6 @@ Run (about 12 minutes on 2 busy cores with the defaults):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from refbench.baselines.nas.pinas.ranking import PinasRankingSearch
+    from refbench.baselines.nas.ranking import figure_lines
     from refbench.datasets.base import get_builder
 
     cache, out = args.work / "cache", args.work / "ranking"
@@ -59,17 +59,8 @@ def main() -> None:
     print(f"\nN={summary['sampling']['n']} (seed {summary['sampling']['seed']}), "
           f"{summary['ground_truth']['seeds_per_architecture']} stand-alone seed(s) per value, "
           f"supernet seeds {args.supernet_seeds}, budget {args.supernet_steps} steps x 64 images")
-    for method, figures in summary["methods"].items():
-        cells = [f"{k} {v['mean']:.3f} +- {v['std']:.3f}" for k, v in figures.items()
-                 if isinstance(v, dict)]
-        print(f"{method:16s} " + "  ".join(cells))
-        print(f"{'':16s} tau-b per seed: "
-              + ", ".join(f"{t:.3f}" for t in figures["kendall_tau_b"]["per_seed"]))
-    truth = [json.loads(line)["accuracy"] for line in
-             (out / "ground_truth.jsonl").read_text().splitlines()]
-    print(f"stand-alone accuracy: {min(truth):.2f}..{max(truth):.2f} %")
+    print("\n".join(figure_lines(summary, out, width=16)))
     print(f"wall {wall:.0f} s (benchmark's own record: {summary['wall_time_s']:.0f} s)")
-    print(f"plot: {out / summary['plot']}")
 
 
 if __name__ == "__main__":

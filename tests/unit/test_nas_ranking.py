@@ -16,8 +16,8 @@ import pytest
 from scipy import stats
 
 from refbench.baselines.nas.ranking import (MIN_ARCHS, PLOT_FILE, SUMMARY_FILE, TRUTH_FILE,
-                                            RankingSettings, Supernet, run_ranking,
-                                            summary_lines)
+                                            RankingSettings, Supernet, figure_lines,
+                                            run_ranking, summary_lines)
 from refbench.datasets.nasbench.spaces import SPACES, SearchSpace
 from refbench.engine.jobs import Job
 from refbench.errors import RefbenchError
@@ -275,3 +275,7 @@ def test_a_constant_supernet_is_undefined_not_averaged(tmp_path: Path) -> None:
     lines = summary_lines(summary, tmp_path)
     assert any(line.startswith("flat: every supernet scored all architectures alike") for line in lines)
     assert (tmp_path / SUMMARY_FILE).exists()
+    table = figure_lines(summary, tmp_path, width=6)
+    assert table[0].startswith("good   kendall_tau_b 1.000 +- 0.000")
+    assert "flat   ranking undefined" in table
+    assert any("undefined (constant scores) for supernet seeds 0, 1" in line for line in table)

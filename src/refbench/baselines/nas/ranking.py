@@ -234,6 +234,27 @@ def summary_lines(summary: dict[str, Any], out: Path) -> list[str]:
     return lines
 
 
+def figure_lines(summary: dict[str, Any], out: Path, width: int = 12) -> list[str]:
+    """The perf scripts' table: per method every figure (mean +- std over supernet seeds)
+    and tau-b per seed, then the stand-alone accuracy range and the plot's path."""
+    lines = []
+    for method, figures in summary["methods"].items():
+        cells = [f"{k} {v['mean']:.3f} +- {v['std']:.3f}" for k, v in figures.items()
+                 if isinstance(v, dict)]
+        lines.append(f"{method:{width}s} " + ("  ".join(cells) or "ranking undefined"))
+        if "kendall_tau_b" in figures:
+            lines.append(f"{'':{width}s} tau-b per seed: "
+                         + ", ".join(f"{t:.3f}" for t in figures["kendall_tau_b"]["per_seed"]))
+        if figures.get("undefined_seeds"):
+            lines.append(f"{'':{width}s} undefined (constant scores) for supernet seeds "
+                         + ", ".join(map(str, figures["undefined_seeds"])))
+    truth = [json.loads(line)["accuracy"]
+             for line in (Path(out) / TRUTH_FILE).read_text().splitlines()]
+    lines.append(f"stand-alone accuracy: {min(truth):.2f}..{max(truth):.2f} %")
+    lines.append(f"plot: {Path(out) / summary['plot']}")
+    return lines
+
+
 def _reporter(say: Callable[[str], None]) -> Callable[[JobResult, int, int], None]:
     def done(result: JobResult, finished: int, total: int) -> None:
         state = "ok" if result.ok else f"FAILED {result.error}"
