@@ -66,6 +66,7 @@ INDEX: dict[str, dict[str, str]] = {
     },
     'format': {
         'coco_results': 'refbench.benchmarks.formats.coco_results:CocoResultsFormat',
+        'efficientbert_ranking': 'refbench.benchmarks.formats.sample_ranking:EfficientbertRankingFormat',
         'glue_dir': 'refbench.benchmarks.formats.glue:GlueDirFormat',
         'glue_tsv': 'refbench.benchmarks.formats.glue:GlueTsvFormat',
         'image_classification': 'refbench.benchmarks.formats.image_classification:ImageClassificationFormat',
@@ -75,7 +76,7 @@ INDEX: dict[str, dict[str, str]] = {
         'm5product_labels': 'refbench.benchmarks.formats.m5product.labels:M5ProductLabelsFormat',
         'm5product_ranked': 'refbench.benchmarks.formats.m5product.ranked:M5ProductRankedFormat',
         'nas_ranking': 'refbench.benchmarks.formats.nas_ranking:NasRankingFormat',
-        'pinas_ranking': 'refbench.benchmarks.formats.nas_ranking:PinasRankingFormat',
+        'pinas_ranking': 'refbench.benchmarks.formats.sample_ranking:PinasRankingFormat',
         'product1m_ranked': 'refbench.benchmarks.formats.product1m:Product1MRankedFormat',
         'reports_json': 'refbench.benchmarks.formats.reports:ReportsJsonFormat',
         'segmentation_png': 'refbench.benchmarks.formats.segmentation:SegmentationPngFormat',

@@ -15,7 +15,7 @@ from scipy import stats
 
 from refbench.baselines.nas.ranking import RankingSettings, Supernet, run_ranking
 from refbench.benchmarks.formats import FORMATS
-from refbench.benchmarks.formats.nas_ranking import (
+from refbench.benchmarks.formats.sample_ranking import (
     TRUTH_FILE,
     PinasRankingFormat,
     choice_list_space,

@@ -67,7 +67,8 @@ def table_of(spec: "BenchmarkSpec") -> tuple[SearchSpace, str]:
                         f"({', '.join(NASLIB_CONFIGS)}), not {name}/{config}", key="dataset")
 
 
-def _score(value: Any, path: Path, line: int | None, key: str | None) -> float:
+def score_value(value: Any, path: Path, line: int | None, key: str | None) -> float:
+    """A submitted score as a float; a non-number or NaN is refused naming where it is."""
     if isinstance(value, str):
         try:
             value = float(value)
@@ -83,7 +84,9 @@ def _score(value: Any, path: Path, line: int | None, key: str | None) -> float:
     return float(value)
 
 
-def _arch(space: SearchSpace, text: Any, path: Path, line: int | None, key: str | None) -> str:
+def space_code(space: SearchSpace, text: Any, path: Path, line: int | None,
+               key: str | None) -> str:
+    """The canonical spelling of a code of `space`; an invalid one is refused naming where."""
     try:
         return space.canonical(text)
     except ArchitectureError as exc:
@@ -99,6 +102,19 @@ def _add(out: dict[str, float], where: dict[str, str], arch: str, score: float, 
     where[arch] = at
 
 
+def read_lines(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM dropped); a missing file, a folder or bytes
+    that are not UTF-8 are one-line errors naming the file."""
+    try:
+        return path.read_bytes().decode("utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise RefbenchError(f"{what} not found", path=path) from None
+    except IsADirectoryError:
+        raise RefbenchError("expected a file, found a folder", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise RefbenchError(f"not valid UTF-8 ({exc.reason})", path=path) from None
+
+
 def read_scores(path: Path, space: SearchSpace) -> dict[str, float]:
     """`{canonical arch: score}` of a text or JSON submission, strictly (module docstring)."""
     path = Path(path)
@@ -108,37 +124,29 @@ def read_scores(path: Path, space: SearchSpace) -> dict[str, float]:
         data = load_json(path)
         if isinstance(data, dict):
             for text, value in data.items():
-                arch = _arch(space, text, path, None, text)
-                _add(out, where, arch, _score(value, path, None, text), f"key {text!r}", path,
+                arch = space_code(space, text, path, None, text)
+                _add(out, where, arch, score_value(value, path, None, text), f"key {text!r}", path,
                      None, text)
         elif isinstance(data, list):
             for i, item in enumerate(data):
                 if not isinstance(item, dict) or set(item) != {"arch", "score"}:
                     raise RefbenchError('expected {"arch": ..., "score": ...}', path=path,
                                         key=f"[{i}]")
-                arch = _arch(space, item["arch"], path, None, f"[{i}].arch")
-                _add(out, where, arch, _score(item["score"], path, None, f"[{i}].score"),
+                arch = space_code(space, item["arch"], path, None, f"[{i}].arch")
+                _add(out, where, arch, score_value(item["score"], path, None, f"[{i}].score"),
                      f"[{i}]", path, None, f"[{i}]")
         else:
             raise RefbenchError("expected a JSON object {arch: score} or a list of "
                                 '{"arch", "score"} objects', path=path)
     else:
-        try:
-            text = path.read_bytes().decode("utf-8-sig")
-        except FileNotFoundError:
-            raise RefbenchError("prediction file not found", path=path) from None
-        except IsADirectoryError:
-            raise RefbenchError("expected a file, found a folder", path=path) from None
-        except UnicodeDecodeError as exc:
-            raise RefbenchError(f"not valid UTF-8 ({exc.reason})", path=path) from None
-        lines = text.splitlines()
+        lines = read_lines(path, "prediction file")
         for number, raw in enumerate(lines, start=1):
             match = _LINE.fullmatch(raw.strip())
             if match is None:
                 what = "empty line" if not raw.strip() else f"expected 'ARCH SCORE', got {raw[:60]!r}"
                 raise RefbenchError(what, path=path, line=number)
-            arch = _arch(space, match["arch"], path, number, None)
-            _add(out, where, arch, _score(match["score"], path, number, None), f"line {number}",
+            arch = space_code(space, match["arch"], path, number, None)
+            _add(out, where, arch, score_value(match["score"], path, number, None), f"line {number}",
                  path, number, None)
     if not out:
         raise RefbenchError("the submission scores no architecture", path=path)
@@ -151,8 +159,8 @@ def write_scores(path: Path, scores: Mapping[str, float], space: SearchSpace) ->
     path = Path(path)
     rows = []
     for arch, score in scores.items():
-        canonical = _arch(space, arch, path, None, str(arch))
-        rows.append((canonical, _score(score, path, None, str(arch))))
+        canonical = space_code(space, arch, path, None, str(arch))
+        rows.append((canonical, score_value(score, path, None, str(arch))))
     if len({a for a, _ in rows}) != len(rows):
         raise RefbenchError("an architecture is scored twice", path=path)
     if path.suffix.lower() == ".json":
@@ -229,138 +237,3 @@ class NasRankingFormat(SubmissionFormat):
         if missing:
             raise RefbenchError(f"prepared split lacks column(s) {sorted(missing)}")
         return sample(_truths(zip(dataset["arch"], dataset[column]), column, space), spec)
-
-
-# -- a ranking benchmark's own ground truth: the stand-alone accuracies of its sample --------
-
-#: the file `refbench.baselines.nas.ranking.run_ranking` writes: one JSON object per line,
-#: `{"arch": CODE, "accuracy": MEAN, "per_seed": {...}}`
-TRUTH_FILE = "ground_truth.jsonl"
-
-
-def choice_list_space(num_choices: int) -> SearchSpace:
-    """Pi-NAS's choice-list encoding (`3 0 1 3`: one candidate index per block, blank or
-    comma separated; a packed digit string is read too) over `num_choices` candidates, any
-    number of blocks: a file's codes must share one length, which the ground truth fixes."""
-
-    def parse(text: str) -> tuple[int, ...]:
-        tokens = [t for t in re.split(r"[\s,]+", str(text).strip().strip("[]()")) if t]
-        if len(tokens) == 1 and tokens[0].isdigit() and len(tokens[0]) > 1:
-            tokens = list(tokens[0])
-        if not tokens:
-            raise ArchitectureError("empty architecture code")
-        out = []
-        for block, token in enumerate(tokens):
-            if not re.fullmatch(r"\d+", token):
-                raise ArchitectureError(f"choice {token!r} of block {block} is not an integer")
-            if int(token) >= num_choices:
-                raise ArchitectureError(f"choice {token} of block {block} is out of range "
-                                        f"0..{num_choices - 1}")
-            out.append(int(token))
-        return tuple(out)
-
-    def fmt(choices: tuple[int, ...]) -> str:
-        return " ".join(str(c) for c in choices)
-
-    return SearchSpace(f"choice-list-{num_choices}", parse, fmt, "3 0 1 3")
-
-
-def _pinas_space() -> SearchSpace:
-    from refbench.baselines.nas.pinas.space import CANDIDATES
-
-    return choice_list_space(len(CANDIDATES))
-
-
-def _one_length(codes: Mapping[str, Any], path: Path, what: str) -> int:
-    """The shared number of blocks of a file's codes (a ranking compares one space)."""
-    lengths = {len(code.split()) for code in codes}
-    if len(lengths) != 1:
-        raise RefbenchError(f"{what} mix codes of {sorted(lengths)} blocks: a ranking compares "
-                            f"architectures of one space", path=path)
-    return lengths.pop()
-
-
-def read_ground_truth(path: Path, space: SearchSpace) -> dict[str, ArchitectureTruth]:
-    """`{canonical arch: stand-alone accuracy}` of a ranking benchmark's ground truth: its
-    `ground_truth.jsonl` (or the benchmark's output folder holding it), or a table file in
-    the submission's text layout (`ARCH<sep>ACCURACY` per line). Refused with one line naming
-    the file and line: malformed JSON, a missing or non-numeric `accuracy`, NaN or +-inf, an
-    invalid code, an architecture given twice, codes of different lengths, an empty file."""
-    path = Path(path)
-    if path.is_dir() and path.suffix.lower() != ".jsonl":  # the benchmark's output folder
-        path = path / TRUTH_FILE
-    if path.suffix.lower() != ".jsonl":
-        table = read_scores(path, space)
-        for arch, value in table.items():
-            if not math.isfinite(value):
-                raise RefbenchError(f"architecture {arch}: accuracy {value} is not finite",
-                                    path=path)
-        out = {a: ArchitectureTruth(a, v) for a, v in table.items()}
-    else:
-        try:
-            lines = path.read_bytes().decode("utf-8-sig").splitlines()
-        except FileNotFoundError:
-            raise RefbenchError("ground-truth file not found", path=path) from None
-        except IsADirectoryError:
-            raise RefbenchError("expected a file, found a folder", path=path) from None
-        except UnicodeDecodeError as exc:
-            raise RefbenchError(f"not valid UTF-8 ({exc.reason})", path=path) from None
-        out, where = {}, {}
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                raise RefbenchError("empty line", path=path, line=number)
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise RefbenchError(f"malformed JSON ({exc.msg})", path=path,
-                                    line=number) from None
-            if not isinstance(row, dict) or "arch" not in row or "accuracy" not in row:
-                raise RefbenchError('expected {"arch": ..., "accuracy": ...}', path=path,
-                                    line=number)
-            arch = _arch(space, row["arch"], path, number, "arch")
-            value = _score(row["accuracy"], path, number, "accuracy")
-            if not math.isfinite(value):
-                raise RefbenchError(f"accuracy {value} is not finite", path=path, line=number,
-                                    key="accuracy")
-            if arch in out:
-                raise RefbenchError(f"architecture {arch} is given twice (first at line "
-                                    f"{where[arch]})", path=path, line=number)
-            out[arch], where[arch] = ArchitectureTruth(arch, value), number
-        if not out:
-            raise RefbenchError("the ground truth names no architecture", path=path)
-    _one_length(out, path, "the ground truth's architectures")
-    return out
-
-
-@FORMATS.register("pinas_ranking")
-class PinasRankingFormat(NasRankingFormat):
-    """The `nas_ranking` scores file over Pi-NAS choice-list codes (`3 0 1 3`), scored
-    against the stand-alone accuracies of a ranking benchmark's fixed sample: the
-    `ground_truth.jsonl` that `refbench search pinas-ranking` writes (or a table file).
-
-    No prepared split holds that ground truth, so `--references` (or a leaderboard's hidden
-    copy) is required. An architecture outside the sample is ignored and reported (refused
-    on the leaderboard); a missing one is refused, as for every ranking."""
-
-    references_required = True
-    references_example = ("the ground_truth.jsonl, or the folder holding it, that "
-                          "refbench search pinas-ranking wrote")
-
-    def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
-        write_scores(Path(path), predictions, _pinas_space())
-
-    def read(self, path: Path, spec: "BenchmarkSpec",
-             options: Mapping[str, Any] | None = None) -> dict[Any, Any]:
-        if options:
-            raise RefbenchError(f"pinas_ranking takes no read options, got {sorted(options)}")
-        scores = read_scores(Path(path), _pinas_space())
-        _one_length(scores, Path(path), "the submission's architectures")
-        return scores
-
-    def read_references(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
-        return sample(read_ground_truth(Path(path), _pinas_space()), spec)
-
-    def references_from_dataset(self, dataset: "hf_datasets.Dataset",
-                                spec: "BenchmarkSpec") -> dict[Any, Any]:
-        raise RefbenchError(f"{spec.name} is scored against a ranking benchmark's "
-                            f"{TRUTH_FILE} (stand-alone accuracies): pass --references")

@@ -91,21 +91,25 @@ def _checked(expr: Expr, layer: int) -> Expr:
     return expr
 
 
-def decode(tokens: Sequence[int], layers: int) -> list[Expr]:
-    """The `layers` valid expressions of a flat code; the code must end with the last one."""
-    exprs, at = [], 0
-    for layer in range(1, layers + 1):
+def decode(tokens: Sequence[int], layers: int | None) -> list[Expr]:
+    """The `layers` valid expressions of a flat code (`None`: as many as it holds); the code
+    must end with the last one."""
+    if not tokens:
+        raise ArchitectureError("empty architecture code")
+    exprs: list[Expr] = []
+    at = 0
+    while at < len(tokens) if layers is None else len(exprs) < layers:
         if at >= len(tokens):
-            raise ArchitectureError(f"code holds {layer - 1} expression(s), expected {layers}")
+            raise ArchitectureError(f"code holds {len(exprs)} expression(s), expected {layers}")
         expr, at = decode_expression(tokens, at)
-        exprs.append(_checked(expr, layer))
+        exprs.append(_checked(expr, len(exprs) + 1))
     if at != len(tokens):
         raise ArchitectureError(f"code has {len(tokens) - at} integer(s) after the {layers} "
                                 f"expressions")
     return exprs
 
 
-def _from_text(text: str, layers: int) -> list[Expr]:
+def _from_text(text: str, layers: int | None) -> list[Expr]:
     text = text.strip()
     if text.startswith("["):
         try:
@@ -115,7 +119,7 @@ def _from_text(text: str, layers: int) -> list[Expr]:
                                     f"{exc.colno})") from None
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise ArchitectureError("a JSON architecture is a list of expression strings")
-        if len(items) != layers:
+        if layers is not None and len(items) != layers:
             raise ArchitectureError(f"{len(items)} expression(s), expected {layers}")
         out = []
         for layer, item in enumerate(items, 1):
@@ -125,7 +129,7 @@ def _from_text(text: str, layers: int) -> list[Expr]:
                 raise ArchitectureError(f"layer {layer}: {exc.message}") from None
         return out
     parts = text.split(LAYER_SEP)
-    if len(parts) != layers:
+    if layers is not None and len(parts) != layers:
         raise ArchitectureError(f"code {text[:60]!r} has {len(parts)} layer(s) separated by "
                                 f"{LAYER_SEP!r}, expected {layers}")
     out = []
@@ -143,14 +147,14 @@ def _from_text(text: str, layers: int) -> list[Expr]:
     return out
 
 
-def parse_code(text: str, layers: int) -> tuple[int, ...]:
+def parse_code(text: str, layers: int | None) -> tuple[int, ...]:
     """The flat integer code of an integer code or a JSON list of expressions (checked)."""
     if not isinstance(text, str):
         raise ArchitectureError(f"an EfficientBERT code is a string, got {type(text).__name__}")
     return tuple(t for expr in _from_text(text, layers) for t in encode_expression(expr))
 
 
-def format_code(tokens: Sequence[int], layers: int) -> str:
+def format_code(tokens: Sequence[int], layers: int | None) -> str:
     """The canonical spelling of a flat code: `.` between integers, `/` between layers."""
     return LAYER_SEP.join(TOKEN_SEP.join(map(str, encode_expression(e)))
                           for e in decode(tokens, layers))
@@ -162,13 +166,21 @@ def code_of(expressions: Sequence[Expr | str]) -> str:
     return LAYER_SEP.join(TOKEN_SEP.join(map(str, encode_expression(e))) for e in exprs)
 
 
-def expressions_of(code: str, layers: int) -> list[str]:
+def expressions_of(code: str, layers: int | None) -> list[str]:
     """The official expression strings of a code (the inverse of `code_of`)."""
     return [format_expression(e) for e in _from_text(code, layers)]
 
 
-def code_space(layers: int) -> SearchSpace:
-    """The `SearchSpace` the `nas_ranking` format checks `layers`-layer codes with."""
-    example = code_of(["linear1_1(gelu(linear1_1(x,wb1)),wb2)"] * layers)
-    return SearchSpace(f"efficientbert-{layers}-layers", lambda text: parse_code(text, layers),
+def code_space(layers: int | None) -> SearchSpace:
+    """The `SearchSpace` the ranking formats check codes with: of exactly `layers` layers, or
+    (`None`) of any number, as many as the code spells (a file's codes must then agree, which
+    the ranking format checks with `layers_of`)."""
+    example = code_of(["linear1_1(gelu(linear1_1(x,wb1)),wb2)"] * (layers or 2))
+    name = f"efficientbert-{layers}-layers" if layers is not None else "efficientbert"
+    return SearchSpace(name, lambda text: parse_code(text, layers),
                        lambda tokens: format_code(tokens, layers), example)
+
+
+def layers_of(code: str) -> int:
+    """The number of layers of a canonical code (`/`-separated)."""
+    return code.count(LAYER_SEP) + 1
