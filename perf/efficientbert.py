@@ -28,7 +28,8 @@ from typing import Callable
 
 import torch
 
-from refbench.baselines.nlp.efficientbert.model import EfficientBertClassifier, EfficientBertConfig
+from refbench.baselines.nlp.efficientbert.encoder import EfficientBertConfig
+from refbench.baselines.nlp.efficientbert.model import EfficientBertClassifier
 
 SEQ_LEN, VOCAB = 128, 30522
 TARGET_SIZE, TARGET_SPEED = 6.9, 4.4

@@ -7,13 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from refbench.baselines.nlp.efficientbert.model import (EfficientBertClassifier, EfficientBertConfig,
-                                              check_config)
-from refbench.baselines.nlp.efficientbert.space import PUBLISHED_EFFICIENTBERT, LinearType
-from refbench.registry import get_spec
+from refbench.baselines.nlp.efficientbert.encoder import (
+    PUBLISHED_EFFICIENTBERT,
+    EfficientBertConfig,
+    check_config,
+)
+from refbench.baselines.nlp.efficientbert.model import EfficientBertClassifier
+from refbench.baselines.nlp.efficientbert.space import LinearType
 from refbench.config import from_dict, load_recipe
 from refbench.datasets.base import get_builder, load_prepared
 from refbench.errors import RefbenchError
+from refbench.registry import get_spec
 
 TINY = dict(hidden_size=16, num_layers=2, num_heads=2, embedding_size=8, max_length=12,
             ffn_expressions=[PUBLISHED_EFFICIENTBERT[0], PUBLISHED_EFFICIENTBERT[4]],

@@ -10,13 +10,15 @@ import pytest
 import torch
 
 from refbench.baselines.nlp.distill import DistillConfig, span_soft_cross_entropy
-from refbench.baselines.nlp.efficientbert.model import (EfficientBert, EfficientBertQuestionAnswering,
-                                              EfficientBertStudent)
+from refbench.baselines.nlp.efficientbert.model import (
+    EfficientBert,
+    EfficientBertQuestionAnswering,
+    EfficientBertStudent,
+)
 from refbench.baselines.nlp.qa import span_loss
-from refbench.registry import get_spec
 from refbench.config import build_run_config, from_dict, load_recipe
 from refbench.datasets.base import get_builder, load_prepared
-from refbench.registry import BASELINES
+from refbench.registry import BASELINES, get_spec
 from refbench.runner import train
 
 STUDENT = {"hidden_size": 32, "num_layers": 1, "num_heads": 4, "embedding_size": 16,

@@ -15,13 +15,22 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from refbench.baselines.nlp.efficientbert.encoding import (TOKENS, code_of, code_space,
-                                                           decode, encode_expression,
-                                                           expressions_of, parse_code)
-from refbench.baselines.nlp.efficientbert.space import (PUBLISHED_EFFICIENTBERT,
-                                                        enumerate_linear_types,
-                                                        format_expression, parse_valid,
-                                                        random_expression)
+from refbench.baselines.nlp.efficientbert.encoder import PUBLISHED_EFFICIENTBERT
+from refbench.baselines.nlp.efficientbert.encoding import (
+    TOKENS,
+    code_of,
+    code_space,
+    decode,
+    encode_expression,
+    expressions_of,
+    parse_code,
+)
+from refbench.baselines.nlp.efficientbert.space import (
+    enumerate_linear_types,
+    format_expression,
+    parse_valid,
+    random_expression,
+)
 from refbench.datasets.nasbench.spaces import ArchitectureError
 from refbench.errors import RefbenchError
 from tests.helpers import run_cli

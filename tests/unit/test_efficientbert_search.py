@@ -15,16 +15,27 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from refbench.baselines.nlp.efficientbert.model import (EfficientBertConfig, EfficientBertEncoder, FitDense,
-                                              check_config)
-from refbench.baselines.nlp.efficientbert.sampler import (STAGES, Budget, LanasSampler,
-                                                      StageSampler)
+from refbench.baselines.nlp.efficientbert.encoder import (
+    EfficientBertConfig,
+    EfficientBertEncoder,
+    FitDense,
+    check_config,
+)
+from refbench.baselines.nlp.efficientbert.ffn import architecture_hash, build_ffn
+from refbench.baselines.nlp.efficientbert.sampler import STAGES, Budget, LanasSampler, StageSampler
 from refbench.baselines.nlp.efficientbert.search import RECIPE_FILE, search
-from refbench.baselines.nlp.efficientbert.space import (LinearType, architecture_hash, build_ffn,
-                                                    check_widths, enumerate_linear_types,
-                                                    parse_valid)
-from refbench.baselines.nlp.efficientbert.supernet import (Architecture, EfficientBertSupernet,
-                                                       retype, student_parameter_count)
+from refbench.baselines.nlp.efficientbert.space import (
+    LinearType,
+    check_widths,
+    enumerate_linear_types,
+    parse_valid,
+)
+from refbench.baselines.nlp.efficientbert.supernet import (
+    Architecture,
+    EfficientBertSupernet,
+    retype,
+    student_parameter_count,
+)
 from refbench.errors import RefbenchError
 from tests.helpers import run_cli
 
@@ -420,8 +431,7 @@ def test_synthetic_sst2_negates_a_share_of_reviews(tmp_path: Path) -> None:
 def test_standalone_students_train_the_same_way(env: dict[str, Path]) -> None:
     """Random architectures of the search's budget, trained from fresh weights on the same
     batches and scored on the validation split: deterministic per seed, distinct per arch."""
-    from refbench.baselines.nlp.efficientbert.standalone import (StandaloneTrainer,
-                                                                 median_metric)
+    from refbench.baselines.nlp.efficientbert.standalone import StandaloneTrainer, median_metric
 
     with one_thread():
         trainer = StandaloneTrainer("glue-sst2", env["teacher"], overrides=STUDENT,

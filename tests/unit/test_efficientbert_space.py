@@ -9,11 +9,24 @@ import sys
 import pytest
 import torch
 
+from refbench.baselines.nlp.efficientbert.encoder import (
+    PUBLISHED_EFFICIENTBERT,
+    PUBLISHED_EFFICIENTBERT_PLUSPLUS,
+    PUBLISHED_EFFICIENTBERT_TINY,
+)
+from refbench.baselines.nlp.efficientbert.ffn import build_ffn, expression_hash, ffn_parameter_count
 from refbench.baselines.nlp.efficientbert.space import (
-    MAX_HEIGHT, PUBLISHED_EFFICIENTBERT, PUBLISHED_EFFICIENTBERT_PLUSPLUS,
-    PUBLISHED_EFFICIENTBERT_TINY, LinearType, build_ffn, enumerate_linear_types,
-    expression_hash, ffn_parameter_count, format_expression, height, linear_type, mutate,
-    parse_expression, random_expression, validate)
+    MAX_HEIGHT,
+    LinearType,
+    enumerate_linear_types,
+    format_expression,
+    height,
+    linear_type,
+    mutate,
+    parse_expression,
+    random_expression,
+    validate,
+)
 from refbench.errors import RefbenchError
 
 # `param_list` of AutoBertConfig (hidden 540) and AutoBertSmallConfig (hidden 360) in the
@@ -199,7 +212,8 @@ def test_hash_differs_for_different_functions_and_types() -> None:
 
 
 def test_hash_is_stable_across_processes() -> None:
-    code = ("from refbench.baselines.nlp.efficientbert.space import expression_hash as h, "
+    code = ("from refbench.baselines.nlp.efficientbert.ffn import expression_hash as h; "
+            "from refbench.baselines.nlp.efficientbert.encoder import "
             "PUBLISHED_EFFICIENTBERT as P; print(h(P[3]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expression_hash(PUBLISHED_EFFICIENTBERT[3])

@@ -26,11 +26,21 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from refbench.baselines.nlp.efficientbert.space import (ACTIVATIONS, BINARY_OPS, LEAVES, Binary,
-                                                        Expr, Linear, LinearType, Unary, Var,
-                                                        enumerate_linear_types,
-                                                        format_expression, parse_expression,
-                                                        validate)
+from refbench.baselines.nlp.efficientbert.space import (
+    ACTIVATIONS,
+    BINARY_OPS,
+    LEAVES,
+    Binary,
+    Expr,
+    Linear,
+    LinearType,
+    Unary,
+    Var,
+    enumerate_linear_types,
+    format_expression,
+    parse_expression,
+    validate,
+)
 from refbench.datasets.nasbench.spaces import ArchitectureError, SearchSpace
 from refbench.errors import RefbenchError
 

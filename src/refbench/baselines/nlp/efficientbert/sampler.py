@@ -28,7 +28,7 @@ and by `architecture_hash` (what they compute on fixed random weights), as `is_u
 Replaced: the official LightGBM classifiers tuned by hyperopt (10 TPE trials) are
 scikit-learn's `HistGradientBoostingClassifier` (the same histogram gradient boosting,
 LightGBM-inspired) with fixed hyper-parameters; DEAP's mutation operators are
-`efficientbert_space.mutate` applied 1..`mutation_steps` times.
+`space.mutate` applied 1..`mutation_steps` times.
 """
 
 from __future__ import annotations
@@ -40,14 +40,29 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from refbench.baselines.nlp.efficientbert.model import EfficientBertConfig
-from refbench.baselines.nlp.efficientbert.space import (ACTIVATIONS, BINARY_OPS, LEAVES, Linear,
-                                                    LinearType, Unary, Binary, Var,
-                                                    check_widths, enumerate_linear_types,
-                                                    ffn_parameter_count, mutate, nodes,
-                                                    validate)
-from refbench.baselines.nlp.efficientbert.supernet import (Architecture, plain_expression, retype,
-                                                       student_parameter_count)
+from refbench.baselines.nlp.efficientbert.encoder import EfficientBertConfig
+from refbench.baselines.nlp.efficientbert.ffn import ffn_parameter_count
+from refbench.baselines.nlp.efficientbert.space import (
+    ACTIVATIONS,
+    BINARY_OPS,
+    LEAVES,
+    Binary,
+    Linear,
+    LinearType,
+    Unary,
+    Var,
+    check_widths,
+    enumerate_linear_types,
+    mutate,
+    nodes,
+    validate,
+)
+from refbench.baselines.nlp.efficientbert.supernet import (
+    Architecture,
+    plain_expression,
+    retype,
+    student_parameter_count,
+)
 from refbench.errors import RefbenchError
 
 STAGES = ("joint", "expression", "linear")

@@ -54,14 +54,29 @@ import torch
 
 from refbench.baselines.nlp.bert import text_task
 from refbench.baselines.nlp.distill import DistillConfig, distill_losses, layer_map, load_teacher
-from refbench.baselines.nlp.efficientbert.model import EfficientBertConfig, check_config
+from refbench.baselines.nlp.efficientbert.encoder import EfficientBertConfig, check_config
+from refbench.baselines.nlp.efficientbert.ffn import architecture_hash
 from refbench.baselines.nlp.efficientbert.outputs import (  # noqa: F401 (re-exported)
-    RECIPE_FILE, searched_recipe, summarize, write_outputs)
-from refbench.baselines.nlp.efficientbert.sampler import (STAGES, Budget, Candidate, LanasSampler,
-                                                      StageSampler)
-from refbench.baselines.nlp.efficientbert.space import LinearType, architecture_hash
-from refbench.baselines.nlp.efficientbert.supernet import (Architecture, EfficientBertSupernet,
-                                                       collate, encode_rows, plain_expression)
+    RECIPE_FILE,
+    searched_recipe,
+    summarize,
+    write_outputs,
+)
+from refbench.baselines.nlp.efficientbert.sampler import (
+    STAGES,
+    Budget,
+    Candidate,
+    LanasSampler,
+    StageSampler,
+)
+from refbench.baselines.nlp.efficientbert.space import LinearType
+from refbench.baselines.nlp.efficientbert.supernet import (
+    Architecture,
+    EfficientBertSupernet,
+    collate,
+    encode_rows,
+    plain_expression,
+)
 from refbench.config import RunConfig, apply_overrides, from_dict, load_recipe
 from refbench.errors import RefbenchError
 from refbench.options import Option

@@ -1,4 +1,5 @@
-"""The EfficientBERT FFN search space as a grammar: parse, format, validate, build, sample.
+"""The EfficientBERT FFN search space as a grammar: parse, format, validate, sample
+(the modules an expression denotes are in `ffn`).
 
 EfficientBERT (Dong et al., Findings of EMNLP 2021; code `cheneydon/efficient-bert`)
 replaces each transformer layer's feed-forward network by a searched expression such as
@@ -25,16 +26,10 @@ official training loop catches and scores as invalid); `validate` lists them.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import random
 import re
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Sequence, Union
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from typing import Iterator, Sequence, Union
 
 from refbench.errors import RefbenchError
 
@@ -44,21 +39,6 @@ LEAVES = ("x", "wb1", "wb2")
 RATIOS = {1: 1.0, 2: 1 / 2, 3: 1 / 3, 4: 1 / 4}
 #: `--min_height` / `--max_height` defaults of ffn_search.py (DEAP height: root at depth 0)
 MIN_HEIGHT, MAX_HEIGHT = 3, 7
-
-#: The searched EfficientBERT, one expression per layer (`FFN_EXPR` in nas_finetune.sh).
-PUBLISHED_EFFICIENTBERT: tuple[str, ...] = (
-    "tanh(linear4_2(gelu(linear4_2(x,wb1)),wb2))",
-    "elu(linear2_1(gelu(linear2_1(x,wb1)),wb2))",
-    "sigmoid(linear1_2(relu(linear1_2(x,wb1)),wb2))",
-    "linear2_2(gelu(linear2_2(max(x,tanh(x)),wb1)),wb2)",
-    "linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)",
-    "leaky_relu(linear2_3(gelu(linear2_3(x,wb1)),wb2))",
-)
-#: EfficientBERT-TINY (`auto_bert_small`, 6 x 360) uses the same FFN_EXPR in nas_finetune.sh.
-PUBLISHED_EFFICIENTBERT_TINY: tuple[str, ...] = PUBLISHED_EFFICIENTBERT
-#: EfficientBERT++ (`auto_bert_12`, 12 x 360): finetune.py repeats each expression twice.
-PUBLISHED_EFFICIENTBERT_PLUSPLUS: tuple[str, ...] = tuple(
-    e for e in PUBLISHED_EFFICIENTBERT for _ in range(2))
 
 
 @dataclass(frozen=True)
@@ -147,7 +127,7 @@ def _short(expr: Expr) -> str:
     return f"{_head(expr)}({inner})"
 
 
-def _error(expr: Expr | str, problem: str, key: str | None) -> RefbenchError:
+def expression_error(expr: Expr | str, problem: str, key: str | None) -> RefbenchError:
     text = expr if isinstance(expr, str) else format_expression(expr)
     return RefbenchError(f"invalid FFN expression {text!r}: {problem}", key=key)
 
@@ -166,7 +146,7 @@ def _tokenize(text: str, key: str | None) -> list[tuple[str, int]]:
             break
         word, char = match.groups()
         if char is not None and char not in "(),":
-            raise _error(text, f"unexpected character {char!r} at position {match.start(2)}", key)
+            raise expression_error(text, f"unexpected character {char!r} at position {match.start(2)}", key)
         tokens.append((word or char, match.start(1) if word else match.start(2)))
         pos = match.end()
     return tokens
@@ -180,36 +160,36 @@ def parse_expression(text: str, *, key: str | None = None) -> Expr:
     """
     tokens = _tokenize(text, key)
     if not tokens:
-        raise _error(text, "empty expression", key)
+        raise expression_error(text, "empty expression", key)
     pos = 0
 
     def expect(char: str) -> None:
         nonlocal pos
         if pos >= len(tokens):
-            raise _error(text, f"expected {char!r} but the expression ended", key)
+            raise expression_error(text, f"expected {char!r} but the expression ended", key)
         tok, at = tokens[pos]
         if tok != char:
-            raise _error(text, f"expected {char!r} at position {at}, got {tok!r}", key)
+            raise expression_error(text, f"expected {char!r} at position {at}, got {tok!r}", key)
         pos += 1
 
     def node() -> Expr:
         nonlocal pos
         if pos >= len(tokens):
-            raise _error(text, "the expression ended early", key)
+            raise expression_error(text, "the expression ended early", key)
         name, at = tokens[pos]
         if name in "(),":
-            raise _error(text, f"unexpected {name!r} at position {at}", key)
+            raise expression_error(text, f"unexpected {name!r} at position {at}", key)
         pos += 1
         is_call = pos < len(tokens) and tokens[pos][0] == "("
         if not is_call:
             if name in LEAVES:
                 return Var(name)
             if name in ACTIVATIONS or name in BINARY_OPS or _LINEAR.fullmatch(name):
-                raise _error(text, f"operator {name!r} needs arguments", key)
-            raise _error(text, f"unknown name {name!r} (leaves are {', '.join(LEAVES)})", key)
+                raise expression_error(text, f"operator {name!r} needs arguments", key)
+            raise expression_error(text, f"unknown name {name!r} (leaves are {', '.join(LEAVES)})", key)
         arity = _arity(name)
         if arity is None:
-            raise _error(text, f"unknown op {name!r}", key)
+            raise expression_error(text, f"unknown op {name!r}", key)
         expect("(")
         args = [node()]
         while pos < len(tokens) and tokens[pos][0] == ",":
@@ -217,7 +197,7 @@ def parse_expression(text: str, *, key: str | None = None) -> Expr:
             args.append(node())
         expect(")")
         if len(args) != arity:
-            raise _error(text, f"{name!r} takes {arity} argument{'s' * (arity > 1)}, "
+            raise expression_error(text, f"{name!r} takes {arity} argument{'s' * (arity > 1)}, "
                                f"got {len(args)}", key)
         if name in ACTIVATIONS:
             return Unary(name, args[0])
@@ -229,7 +209,7 @@ def parse_expression(text: str, *, key: str | None = None) -> Expr:
     expr = node()
     if pos != len(tokens):
         tok, at = tokens[pos]
-        raise _error(text, f"unexpected {tok!r} at position {at} after a complete expression", key)
+        raise expression_error(text, f"unexpected {tok!r} at position {at} after a complete expression", key)
     return expr
 
 
@@ -295,7 +275,7 @@ def linear_type(expr: Expr) -> LinearType:
     """The linear type of a (valid) expression."""
     found = linears(expr)
     if not found:
-        raise _error(expr, "no linear in the expression", None)
+        raise expression_error(expr, "no linear in the expression", None)
     return found[0].kind
 
 
@@ -326,36 +306,36 @@ def validate(expr: Expr, *, key: str | None = None, min_height: int = MIN_HEIGHT
     """
     for _, node in nodes(expr):
         if isinstance(node, Linear) and not _is_wb(node.wb):
-            raise _error(expr, f"{node.kind.name} needs wb1 or wb2 as its second argument, "
+            raise expression_error(expr, f"{node.kind.name} needs wb1 or wb2 as its second argument, "
                                f"got {format_expression(node.wb)!r}", key)
         operands = children(node)[:1] if isinstance(node, Linear) else children(node)
         for operand in operands:
             if _is_wb(operand):
-                raise _error(expr, f"{_head(operand)!r} used as a tensor operand in "
+                raise expression_error(expr, f"{_head(operand)!r} used as a tensor operand in "
                                    f"{format_expression(node)!r}", key)
     found = linears(expr)
     if len(found) != 2:
-        raise _error(expr, f"expected exactly two linears (one with wb1, one with wb2), "
+        raise expression_error(expr, f"expected exactly two linears (one with wb1, one with wb2), "
                            f"found {len(found)}", key)
     order = [n.name for _, n in nodes(expr) if _is_wb(n)]  # type: ignore[union-attr]
     if sorted(order) != ["wb1", "wb2"]:
-        raise _error(expr, f"both linears use {order[0]}; one must use wb1 and one wb2", key)
+        raise expression_error(expr, f"both linears use {order[0]}; one must use wb1 and one wb2", key)
     if order[0] != "wb1":
-        raise _error(expr, "wb2 appears before wb1", key)
+        raise expression_error(expr, "wb2 appears before wb1", key)
     for _, node in nodes(expr):
         if isinstance(node, Unary) and isinstance(node.arg, Unary):
-            raise _error(expr, f"nested activation {_short(node)!r}", key)
+            raise expression_error(expr, f"nested activation {_short(node)!r}", key)
         if isinstance(node, Linear) and isinstance(node.arg, Linear):
-            raise _error(expr, f"nested linear {_short(node)!r}", key)
+            raise expression_error(expr, f"nested linear {_short(node)!r}", key)
     if found[0].kind != found[1].kind:
-        raise _error(expr, f"linear pair mismatch {found[0].kind.name}/{found[1].kind.name}", key)
+        raise expression_error(expr, f"linear pair mismatch {found[0].kind.name}/{found[1].kind.name}", key)
     for _, node in nodes(expr):
         if (isinstance(node, Binary) and node.left == node.right
                 and all(isinstance(n, (Var, Unary)) for _, n in nodes(node.left))):
-            raise _error(expr, f"identical operands {format_expression(node)!r}", key)
+            raise expression_error(expr, f"identical operands {format_expression(node)!r}", key)
     h = height(expr)
     if not min_height <= h <= max_height:
-        raise _error(expr, f"tree height {h} outside [{min_height}, {max_height}]", key)
+        raise expression_error(expr, f"tree height {h} outside [{min_height}, {max_height}]", key)
     kind = found[0].kind
     _widths(expr, 12, kind.inner_width(12), key, sizes=False)  # only equal / smaller matters
     return kind
@@ -386,7 +366,7 @@ def _widths(expr: Expr, hidden: int, inner: int, key: str | None, sizes: bool) -
         got, first = width(node.arg), _head(node.wb) == "wb1"  # type: ignore[union-attr]
         want, out = (hidden, inner) if first else (inner, hidden)
         if got != want:
-            raise _error(expr, f"width mismatch at {_short(node)!r}: its input has {label(got)}, "
+            raise expression_error(expr, f"width mismatch at {_short(node)!r}: its input has {label(got)}, "
                                f"{_head(node.wb)} expects {label(want)}"  # type: ignore[union-attr]
                                + (f" ({inner} of {hidden})" if sizes else ""), key)
         return out
@@ -399,131 +379,6 @@ def parse_valid(text: str, *, key: str | None = None) -> Expr:
     expr = parse_expression(text, key=key)
     validate(expr, key=key)
     return expr
-
-
-# -- evaluation and modules -------------------------------------------------------------------
-def _gelu(t: Tensor) -> Tensor:
-    return F.gelu(t, approximate="tanh")  # models.gelu of the official code is the tanh form
-
-
-ACTIVATION_FNS: dict[str, Callable[[Tensor], Tensor]] = {
-    "gelu": _gelu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": F.relu,
-    "leaky_relu": F.leaky_relu, "elu": F.elu, "swish": lambda t: t * torch.sigmoid(t)}
-BINARY_FNS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "add": torch.add, "mul": torch.mul, "max": torch.maximum}
-
-
-def evaluate(expr: Expr, x: Tensor, linear: Callable[[Tensor, str], Tensor]) -> Tensor:
-    """Compute `expr` on `x`; `linear(t, "wb1"|"wb2")` applies the named dense layer."""
-    if isinstance(expr, Var):
-        return x
-    if isinstance(expr, Unary):
-        return ACTIVATION_FNS[expr.op](evaluate(expr.arg, x, linear))
-    if isinstance(expr, Binary):
-        a, b = evaluate(expr.left, x, linear), evaluate(expr.right, x, linear)
-        w = min(a.size(-1), b.size(-1))
-        return BINARY_FNS[expr.op](a[..., :w], b[..., :w])
-    return linear(evaluate(expr.arg, x, linear), expr.wb.name)  # type: ignore[union-attr]
-
-
-class FFNBlock(nn.Module):
-    """One stacked block: `LayerNorm(h + dropout(expr(h)))` with dense1 H->I, dense2 I->H.
-
-    Only the used slice exists: the official model allocates `ffn_hidden_size` columns and
-    slices the first `I` (`dense1.weight.t()[:, :I]`), which are the rows kept here.
-    """
-
-    def __init__(self, expr: Expr, hidden: int, inner: int, dropout: float) -> None:
-        super().__init__()
-        self.expr = expr
-        self.dense1 = nn.Linear(hidden, inner)
-        self.dense2 = nn.Linear(inner, hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.layernorm = nn.LayerNorm(hidden)
-
-    def _linear(self, t: Tensor, which: str) -> Tensor:
-        return (self.dense1 if which == "wb1" else self.dense2)(t)
-
-    def forward(self, hidden_states: Tensor) -> Tensor:
-        out = evaluate(self.expr, hidden_states, self._linear)
-        return self.layernorm(hidden_states + self.dropout(out))
-
-
-class SearchedFFN(nn.Module):
-    """The FFN an expression denotes: `stacks` blocks applied in sequence."""
-
-    def __init__(self, expr: Expr, hidden: int, ffn_hidden: int | None = None,
-                 dropout: float = 0.1) -> None:
-        super().__init__()
-        kind = validate(expr)
-        inner = kind.inner_width(ffn_hidden or hidden)
-        if inner < 1:
-            raise _error(expr, f"inner width {inner} < 1 for FFN width {ffn_hidden or hidden}",
-                         None)
-        check_widths(expr, hidden, inner)
-        self.expression = format_expression(expr)
-        self.kind, self.inner = kind, inner
-        self.blocks = nn.ModuleList(FFNBlock(expr, hidden, inner, dropout)
-                                    for _ in range(kind.stacks))
-
-    def extra_repr(self) -> str:
-        return f"{self.expression!r}, inner={self.inner}"
-
-    def forward(self, hidden_states: Tensor) -> Tensor:
-        for block in self.blocks:
-            hidden_states = block(hidden_states)
-        return hidden_states
-
-
-def build_ffn(expr: Expr | str, hidden: int, ffn_hidden: int | None = None,
-              dropout: float = 0.1) -> SearchedFFN:
-    """The FFN module of one layer (`ffn_hidden` defaults to `hidden`, as in auto_bert)."""
-    return SearchedFFN(parse_expression(expr) if isinstance(expr, str) else expr,
-                       hidden, ffn_hidden, dropout)
-
-
-def ffn_parameter_count(kind: LinearType | str, hidden: int, ffn_hidden: int | None = None) -> int:
-    """Parameters of one layer's FFN (the official `param_list[linear_idx]`, unrounded)."""
-    if isinstance(kind, str):
-        n, r = (int(v) for v in kind.removeprefix("linear").split("_"))
-        kind = LinearType(n, r)
-    inner = kind.inner_width(ffn_hidden or hidden)
-    return kind.stacks * (hidden * inner + inner + inner * hidden + hidden + 2 * hidden)
-
-
-# -- de-duplication by output hash ----------------------------------------------------------
-def _fixed_weights(kind: LinearType, layer: int, width: int) -> dict[str, tuple[Tensor, Tensor]]:
-    gen = torch.Generator().manual_seed(10_000 + 100 * layer + 10 * kind.stacks + kind.ratio_index)
-    w = torch.randn(2, width, width, generator=gen, dtype=torch.float64) / math.sqrt(width)
-    b = torch.randn(2, width, generator=gen, dtype=torch.float64)
-    return {"wb1": (w[0], b[0]), "wb2": (w[1], b[1])}
-
-
-def architecture_hash(exprs: Sequence[Expr | str], width: int = 16) -> str:
-    """Hash of what a stack of FFN expressions computes (the repo's `get_hash_key_acc`).
-
-    As in the official search, a fixed random input goes through the layers' functions in
-    turn, each with fixed random square weights drawn per (layer, linear type), and the
-    output is hashed; so expressions computing the same function (`add(a,b)`, `add(b,a)`)
-    collide and different functions or linear types do not. The official code hashes the
-    output sum rounded to 2 decimals; here three float64 statistics rounded to 9 digits.
-    """
-    x = torch.randn(2, 8, width, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    ids = []
-    for layer, item in enumerate(exprs):
-        expr = parse_expression(item) if isinstance(item, str) else item
-        kind = linear_type(expr)
-        weights = _fixed_weights(kind, layer, width)
-        x = evaluate(expr, x, lambda t, which: t @ weights[which][0] + weights[which][1])
-        ids.append(kind.id)
-    stats = (x.sum().item(), x.abs().sum().item(), x.square().sum().item())
-    text = "|".join(ids) + ";" + ",".join(f"{v:.9g}" for v in stats)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def expression_hash(expr: Expr | str, width: int = 16) -> str:
-    """`architecture_hash` of a single layer."""
-    return architecture_hash([expr], width)
 
 
 # -- sampling -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ Re-derived from the official `AutoBert` / `MultiTaskAutoBert` (`models/auto_bert
   So every expression with the same linear type runs on exactly the same tensors, and
   narrower / shallower types run on a prefix of the wider / deeper ones' weights; each
   block's LayerNorm is shared the same way;
-- the expression is evaluated with `efficientbert_space.evaluate` on those slices (no
+- the expression is evaluated with `ffn.evaluate` on those slices (no
   copies: the slices are views, so gradients flow into the shared parameters);
 - `fit_dense` maps the embedding output and every layer output to the teacher's width,
   and a pooler + classifier head gives the logits, so `distill.distill_losses` applies.
@@ -35,12 +35,25 @@ from torch import Tensor, nn
 
 from refbench.baselines.base import pad_token_batch
 from refbench.baselines.nlp.distill import EncoderOutputs
-from refbench.baselines.nlp.efficientbert.model import (MASK_VALUE, EfficientBertConfig, FitDense,
-                                              MobileBertEmbedding, SelfAttention, init_weights)
-from refbench.baselines.nlp.efficientbert.space import (Expr, Linear, LinearType, SearchedFFN, Unary,
-                                                    Var, evaluate, ffn_parameter_count,
-                                                    format_expression, linear_type,
-                                                    parse_expression)
+from refbench.baselines.nlp.efficientbert.encoder import (
+    MASK_VALUE,
+    EfficientBertConfig,
+    FitDense,
+    MobileBertEmbedding,
+    SelfAttention,
+    init_weights,
+)
+from refbench.baselines.nlp.efficientbert.ffn import SearchedFFN, evaluate, ffn_parameter_count
+from refbench.baselines.nlp.efficientbert.space import (
+    Expr,
+    Linear,
+    LinearType,
+    Unary,
+    Var,
+    format_expression,
+    linear_type,
+    parse_expression,
+)
 from refbench.errors import RefbenchError
 
 #: `max_stacked_ffn` of every official auto_bert config
