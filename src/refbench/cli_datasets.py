@@ -104,9 +104,18 @@ def datasets_prepare(name: str = typer.Argument(..., help="Dataset name, e.g. gl
 def datasets_synthesize(name: str = typer.Argument(..., help="Dataset name, e.g. glue."),
                         out: Path = typer.Option(..., "--out", help="Folder to write the layout into."),
                         n: int = typer.Option(200, "--n", help="Training examples per config."),
-                        seed: int = typer.Option(0, "--seed")) -> None:
+                        seed: int = typer.Option(0, "--seed"),
+                        option: list[str] = typer.Option([], "--option", "-o",
+                                                         help="A synthesizer option KEY=VALUE "
+                                                              "the dataset declares (see "
+                                                              "`datasets info`).")) -> None:
     """Write a synthetic copy of the official layout that a model can learn from."""
-    root = _builder(name).synthesize(out, n=n, seed=seed)
+    from refbench.options import parse_option_args
+
+    builder = _builder(name)
+    options = parse_option_args(builder.synthesize_options, option,
+                                what=f"dataset {name}'s synthesizer")
+    root = builder.synthesize(out, n=n, seed=seed, **options)
     typer.echo(str(root))
 
 
@@ -117,7 +126,8 @@ def datasets_info(name: str = typer.Argument(...), as_json: bool = JSON_OPT) -> 
     data = {"name": b.name, "version": b.version, "license": b.license, "citation": b.citation,
             "homepage": b.homepage, "gated": b.gated,
             "configs": {c: b.splits(c) for c in b.configs()}, "layout": b.layout(),
-            "prepare_options": [o.to_json() for o in b.prepare_options]}
+            "prepare_options": [o.to_json() for o in b.prepare_options],
+            "synthesize_options": [o.to_json() for o in b.synthesize_options]}
     if as_json:
         emit(data)
     else:

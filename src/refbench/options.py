@@ -50,7 +50,9 @@ class Option:
                     return False
                 raise ValueError(raw)
         except ValueError:
-            raise RefbenchError(f"expected a {self.type} value, got {raw!r}", key=self.name) from None
+            article = "an" if self.type == "int" else "a"
+            raise RefbenchError(f"expected {article} {self.type} value, got {raw!r}",
+                                key=self.name) from None
         if self.type == "path":
             return Path(raw)
         return raw

@@ -114,3 +114,29 @@ def test_bad_options_are_one_line_errors_that_write_nothing(tmp_path: Path, kwar
     assert key in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
     assert "compositional" in SST2_VARIANTS and "standard" in SST2_VARIANTS
+
+
+def test_cli_synthesize_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`refbench datasets synthesize glue -o sst2=compositional -o dev_rows=N` writes the
+    same bytes as the Python call; unknown options and variants are one-line errors that
+    write nothing; a dataset without synthesizer options says so."""
+    from tests.helpers import run_cli
+
+    cli, direct = tmp_path / "cli", tmp_path / "direct"
+    assert run_cli(["datasets", "synthesize", "glue", "--out", str(cli), "--n", "40",
+                    "-o", "sst2=compositional", "-o", "dev_rows=12"]) == 0
+    synthesize_glue(direct, n=40, seed=0, sst2="compositional", dev_rows=12)
+    for name in ("train.tsv", "dev.tsv"):
+        assert sha256_path(cli / "SST-2" / name) == sha256_path(direct / "SST-2" / name)
+    assert len((cli / "SST-2" / "dev.tsv").read_text().splitlines()) == 13
+    capsys.readouterr()
+    for args, message in ((["glue", "-o", "sst=compositional"], "did you mean 'sst2'?"),
+                          (["glue", "-o", "sst2=hard"], "unknown SST-2 variant 'hard'"),
+                          (["glue", "-o", "dev_rows=many"], "expected an int value"),
+                          (["squad", "-o", "sst2=compositional"], "(its options: none)")):
+        out = tmp_path / f"bad-{len(message)}"
+        assert run_cli(["datasets", "synthesize", args[0], "--out", str(out),
+                        *args[1:]]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+        assert not out.exists()

@@ -224,6 +224,9 @@ class DatasetBuilder(ABC):
     #: options `prepare` takes (`refbench datasets prepare NAME --option key=value`), e.g.
     #: whether to also write webdataset shards; `prepare` puts their values in `options`
     prepare_options: ClassVar[tuple[Option, ...]] = ()
+    #: keyword options `synthesize` takes beyond `n` and `seed`
+    #: (`refbench datasets synthesize NAME --option key=value`), e.g. a harder variant
+    synthesize_options: ClassVar[tuple[Option, ...]] = ()
 
     @property
     def options(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from refbench.datasets.base import (
     subfolders,
 )
 from refbench.errors import RefbenchError
+from refbench.options import Option
 from refbench.registry import DATASETS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -554,6 +555,12 @@ class GlueBuilder(DatasetBuilder):
     license = _LICENSE
     citation = _CITATION
     homepage = "https://gluebenchmark.com"
+    synthesize_options = (
+        Option("sst2", "str", "SST-2 variant: standard (sentiment words) or compositional "
+               "(the label follows the clause a connective points to, with negations; the "
+               "EfficientBERT search's tiny setting).", "standard"),
+        Option("dev_rows", "int", "Rows of every dev split (default: n // 4)."),
+    )
 
     def configs(self) -> list[str]:
         return list(TASKS)
