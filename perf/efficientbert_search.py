@@ -46,8 +46,10 @@ import torch
 
 
 def _prepare(work: Path, n: int, teacher_steps: int, sst2: str = "standard",
-             dev_rows: int | None = None) -> tuple[Path, Path]:
-    """Synthesized GLUE SST-2 (prepared) and a `bert_tiny_glue` teacher; reused if present."""
+             dev_rows: int | None = None, teacher_set: tuple[str, ...] = ()
+             ) -> tuple[Path, Path]:
+    """Synthesized GLUE SST-2 (prepared) and a `bert_tiny_glue` teacher (`teacher_set`:
+    overrides of its recipe, e.g. a wider teacher); reused if present."""
     from refbench.config import build_run_config
     from refbench.datasets.base import get_builder
     from refbench.runner import train
@@ -59,7 +61,7 @@ def _prepare(work: Path, n: int, teacher_steps: int, sst2: str = "standard",
         builder.prepare(root, cache, configs=["sst2"])
         config = build_run_config("bert", "glue-sst2", "bert_tiny_glue", [
             f"output_dir={work / 'runs'}", f"data.cache_dir={cache}", "name=teacher",
-            f"trainer.max_steps={teacher_steps}", "trainer.progress=false"])
+            f"trainer.max_steps={teacher_steps}", "trainer.progress=false", *teacher_set])
         summary = train(config)
         print(f"teacher: {summary.result.metrics if summary.result else 'no result'}")
     return cache, teacher
@@ -70,22 +72,25 @@ def _spread(values: list[float]) -> str:
             f"max {max(values):.1f} distinct {len(set(values))}")
 
 
-def _trained(trainer: Any, arch: Any, seed: int, truth_seeds: int) -> dict[str, Any]:
+def _trained(trainer: Any, arch: Any, seed: int, truth_seeds: int,
+             init: Any = None) -> dict[str, Any]:
     """`arch` trained `truth_seeds` times (training seeds `seed`, `seed + 1000`, ...), the
-    metric averaged: one training's seed noise is larger than architecture differences."""
-    runs = [trainer.train(arch, seed + 1000 * k) for k in range(truth_seeds)]
+    metric averaged: one training's seed noise is larger than architecture differences.
+    `init`: the search's supernet weights to start from (else fresh weights)."""
+    runs = [trainer.train(arch, seed + 1000 * k, init) for k in range(truth_seeds)]
     values = [r.metric if r.metric is not None else float("-inf") for r in runs]
     return {**runs[0].to_json(trainer.primary), "per_seed": values,
             "seeds": [r.seed for r in runs], "metric": statistics.fmean(values)}
 
 
-def _searched(work: Path, seed: int, teacher: Path, cache: Path,
-              extra: list[str]) -> tuple[Any, dict[str, list[float]]]:
+def _searched(work: Path, seed: int, teacher: Path, cache: Path, extra: list[str],
+              need_supernet: bool = False) -> tuple[Any, dict[str, list[float]]]:
     """The search of `seed` (its chosen architecture and each stage's held-out metrics): read
     from `work/search-<seed>` when a finished search there ran with the same settings
     (the search is deterministic for a seed), else run."""
     from dataclasses import asdict
 
+    from refbench.baselines.nlp.efficientbert.outputs import SUPERNET_FILE
     from refbench.baselines.nlp.efficientbert.search import _prepare as resolve
     from refbench.baselines.nlp.efficientbert.search import search
     from refbench.baselines.nlp.efficientbert.supernet import Architecture
@@ -98,7 +103,8 @@ def _searched(work: Path, seed: int, teacher: Path, cache: Path,
     except (OSError, ValueError):
         done = None
     if (done is not None and done["settings"] == json.loads(json.dumps(asdict(setup.cfg)))
-            and done["teacher_run"] == str(teacher)):
+            and done["teacher_run"] == str(teacher)
+            and (not need_supernet or (folder / SUPERNET_FILE).is_file())):
         spreads: dict[str, list[float]] = {}
         for row in ranking:
             value = row["metric"][setup.spec.primary]
@@ -148,15 +154,15 @@ def spread(trainer: Any, count: int, seeds: int, arch_seed: int = 99) -> dict[st
 
 def run(seeds: list[int], random_count: int, n: int, work: Path, steps: int | None,
         teacher_steps: int, extra: list[str], truth_seeds: int = 2, sst2: str = "standard",
-        dev_rows: int | None = None, spread_only: tuple[int, int] | None = None
-        ) -> dict[str, Any]:
+        dev_rows: int | None = None, spread_only: tuple[int, int] | None = None,
+        teacher_set: tuple[str, ...] = (), init: str = "scratch") -> dict[str, Any]:
     from refbench.baselines.nlp.efficientbert.standalone import StandaloneTrainer
 
-    cache, teacher = _prepare(work, n, teacher_steps, sst2, dev_rows)
+    cache, teacher = _prepare(work, n, teacher_steps, sst2, dev_rows, teacher_set)
     trainer = StandaloneTrainer("glue-sst2", teacher, cache_dir=str(cache), steps=steps,
                                 overrides=extra)
     primary = trainer.primary
-    print(f"stand-alone: {trainer.steps} steps, scored on {trainer.eval_rows} "
+    print(f"stand-alone ({init}): {trainer.steps} steps, scored on {trainer.eval_rows} "
           f"{trainer.split} rows; budget [{trainer.setup.budget.min_params}, "
           f"{trainer.setup.budget.max_params}] parameters")
     if spread_only is not None:
@@ -166,9 +172,11 @@ def run(seeds: list[int], random_count: int, n: int, work: Path, steps: int | No
     rows = []
     for seed in seeds:
         started = time.time()
-        chosen, spreads = _searched(work, seed, teacher, cache, extra)
-        searched = _trained(trainer, chosen, seed, truth_seeds)
-        randoms = [_trained(trainer, a, seed, truth_seeds)
+        chosen, spreads = _searched(work, seed, teacher, cache, extra, init == "supernet")
+        weights = (trainer.load_supernet(work / f"search-{seed}" / "supernet.safetensors")
+                   if init == "supernet" else None)
+        searched = _trained(trainer, chosen, seed, truth_seeds, weights)
+        randoms = [_trained(trainer, a, seed, truth_seeds, weights)
                    for a in trainer.random_architectures(random_count, 10_000 + seed)]
         median = statistics.median(r["metric"] for r in randoms)
         row = {"seed": seed, "searched": searched, "random": randoms, "median_random": median,
@@ -182,7 +190,7 @@ def run(seeds: list[int], random_count: int, n: int, work: Path, steps: int | No
               f"{', '.join(format(r['metric'], '.1f') for r in randoms)}); "
               f"margin {row['margin']:+.2f}  [{row['wall_s']} s]", flush=True)
     margins = [r["margin"] for r in rows]
-    summary = {"seeds": seeds, "random_per_seed": random_count, "n": n,
+    summary = {"seeds": seeds, "random_per_seed": random_count, "n": n, "init": init,
                "truth_seeds": truth_seeds, "overrides": extra,
                "standalone_steps": trainer.steps, "eval_rows": trainer.eval_rows,
                "mean_margin": statistics.fmean(margins),
@@ -211,6 +219,13 @@ def main() -> None:
     parser.add_argument("--spread", type=int, nargs=2, default=None, metavar=("ARCHS", "SEEDS"),
                         help="only measure criterion (1): ARCHS random architectures x SEEDS "
                              "trainings each, no search")
+    parser.add_argument("--teacher-set", action="append", default=[],
+                        help="an override of the teacher's bert_tiny_glue recipe "
+                             "(e.g. model.hidden_size=128)")
+    parser.add_argument("--init", choices=("scratch", "supernet"), default="scratch",
+                        help="where every compared student starts: fresh weights, or the "
+                             "search's final supernet weights (the official pipeline "
+                             "initialises its searched student from the stage-3 supernet)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -221,7 +236,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         summary = run(args.seeds, args.random, args.n, work, args.steps, args.teacher_steps,
-                      args.extra, args.truth_seeds, args.sst2, args.dev_rows, args.spread)
+                      args.extra, args.truth_seeds, args.sst2, args.dev_rows, args.spread,
+                      tuple(args.teacher_set), args.init)
     if args.json is not None:
         from refbench.io import atomic_write_json
 

@@ -253,10 +253,10 @@ def searched(env: dict[str, Path]) -> dict[str, Any]:
             "progress": stderr.getvalue()}
 
 
-def test_search_writes_its_three_files(searched: dict[str, Any]) -> None:
+def test_search_writes_its_four_files(searched: dict[str, Any]) -> None:
     out = searched["out"]
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["search.json", "ranking.jsonl", RECIPE_FILE])
+        ["search.json", "ranking.jsonl", RECIPE_FILE, "supernet.safetensors"])
     summary = json.loads((out / "search.json").read_text())
     assert summary == {k: v for k, v in searched["summary"].items() if k != "out"}
     assert [s["name"] for s in summary["stages"]] == list(STAGES)
@@ -452,6 +452,41 @@ def test_standalone_students_train_the_same_way(env: dict[str, Path]) -> None:
     with pytest.raises(RefbenchError, match="step count"):
         StandaloneTrainer("glue-sst2", env["teacher"], overrides=STUDENT,
                           cache_dir=str(env["cache"]), steps=0)
+
+
+def test_standalone_students_start_from_the_searched_supernet(
+        env: dict[str, Path], searched: dict[str, Any], tmp_path: Path) -> None:
+    """The search's final shared weights (supernet.safetensors) load into a stand-alone
+    student of the same setting and change what it trains from; a missing, corrupt or
+    other-size file is a one-line error."""
+    from refbench.baselines.nlp.efficientbert.standalone import StandaloneTrainer
+    from refbench.baselines.nlp.efficientbert.supernet import Architecture
+
+    sets = [*STUDENT, "search.seed=7"]
+    path = searched["out"] / "supernet.safetensors"
+    with one_thread():
+        trainer = StandaloneTrainer("glue-sst2", env["teacher"], overrides=sets,
+                                    cache_dir=str(env["cache"]), steps=1, split="train")
+        weights = trainer.load_supernet(path)
+        chosen = Architecture.parse(searched["summary"]["chosen"]["ffn_expressions"])
+        started = trainer.train(chosen, seed=0, init=weights)
+        fresh = trainer.train(chosen, seed=0)
+    assert started.loss != fresh.loss and started.params == fresh.params
+    for bad, message in ((tmp_path / "none.safetensors", "no supernet weights here"),
+                         (tmp_path, "no supernet weights here")):
+        with pytest.raises(RefbenchError, match=message):
+            trainer.load_supernet(bad)
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(RefbenchError, match="cannot load the supernet") as info:
+        trainer.load_supernet(corrupt)
+    assert str(corrupt) in str(info.value) and "\n" not in str(info.value)
+    with one_thread():
+        wider = StandaloneTrainer("glue-sst2", env["teacher"],
+                                  overrides=[*STUDENT, "model.hidden_size=64"],
+                                  cache_dir=str(env["cache"]), steps=1)
+    with pytest.raises(RefbenchError, match="cannot load the supernet"):
+        wider.load_supernet(path)
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 """What a finished EfficientBERT search writes: `search.json` (the summary), `ranking.jsonl`
-(every scored candidate of every stage) and the recipe `efficientbert_searched_glue.yaml`:
+(every scored candidate of every stage), `supernet.safetensors` (the shared weights after
+the last stage: the official pipeline initialises the searched student from the stage-3
+supernet) and the recipe `efficientbert_searched_glue.yaml`:
 `base:` (the search recipe's own base, or the search recipe) plus only what the search's
 student and trainer changed, and the searched `model.ffn_expressions`, so
 `refbench train efficientbert --recipe` trains the chosen architecture and the file stays
@@ -11,16 +13,20 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from refbench.config import RunConfig, from_dict, load_recipe, recipe_path, to_dict
-from refbench.io import atomic_write_json, atomic_write_text
+from refbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from refbench.baselines.nlp.efficientbert.sampler import Candidate
     from refbench.baselines.nlp.efficientbert.search import StageResult, _Setup
 
 RECIPE_FILE = "efficientbert_searched_glue.yaml"
+#: the search's shared weights after its last stage (module docstring)
+SUPERNET_FILE = "supernet.safetensors"
 
 
 def summarize(setup: "_Setup", stages: "list[StageResult]", chosen: "Candidate",
@@ -44,14 +50,18 @@ def summarize(setup: "_Setup", stages: "list[StageResult]", chosen: "Candidate",
                     "evaluated": len(s.candidates), "exhausted": s.exhausted,
                     "best": best(s.best)} for s in stages],
         "chosen": {"stage": chosen.stage, **best(chosen)},
-        "recipe_file": RECIPE_FILE, "refbench_version": __version__,
+        "recipe_file": RECIPE_FILE, "supernet_file": SUPERNET_FILE,
+        "refbench_version": __version__,
         "wall_time_s": round(wall, 3),
     }
 
 
 def write_outputs(out: Path, setup: "_Setup", stages: "list[StageResult]",
-                  chosen: "Candidate", summary: dict[str, Any]) -> None:
-    """The three files (module docstring), atomically, `search.json` last."""
+                  chosen: "Candidate", summary: dict[str, Any],
+                  supernet: "Mapping[str, torch.Tensor]") -> None:
+    """The four files (module docstring), atomically, `search.json` last."""
+    from safetensors.torch import save
+
     lines = [json.dumps(c.to_json(setup.spec.primary, setup.cfg.proxy))
              for s in stages for c in s.candidates]
     run_data = to_dict(setup.run)
@@ -60,6 +70,8 @@ def write_outputs(out: Path, setup: "_Setup", stages: "list[StageResult]",
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "ranking.jsonl", "\n".join(lines) + "\n")
     atomic_write_text(out / RECIPE_FILE, text)
+    atomic_write_bytes(out / SUPERNET_FILE, save({k: v.detach().contiguous().clone()
+                                                 for k, v in supernet.items()}))
     atomic_write_json(out / "search.json", summary)  # last: its presence marks a finished search
 
 

@@ -470,7 +470,7 @@ def _run(setup: _Setup, out: Path, say: Callable[[str], None], started: float) -
         current = result.best.arch
     chosen = stages[-1].best
     summary = summarize(setup, stages, chosen, time.time() - started)
-    write_outputs(out, setup, stages, chosen, summary)
+    write_outputs(out, setup, stages, chosen, summary, searcher.net.state_dict())
     return SearchResult(out, chosen, stages, summary)
 
 
@@ -485,7 +485,8 @@ class EfficientBertSearch(Search):
     joint and linear keep the student within the parameter budget. Per stage: warm-up
     distillation of the weight-sharing supernet from the teacher, then each candidate is
     distilled briefly (linear: one-shot) and scored by the task metric on a held-out part of
-    the training split. Writes search.json, ranking.jsonl and efficientbert_searched_glue.yaml,
+    the training split. Writes search.json, ranking.jsonl, supernet.safetensors (the shared
+    weights after the last stage) and efficientbert_searched_glue.yaml,
     a recipe for `refbench train efficientbert --recipe`. Tune with --set search.KEY=VALUE:
     stages, candidates, warmup_steps, proxy_steps, proxy (metric|loss|pred), min_params,
     max_params, sampler (lanas|random), init_samples, val_ratio, lr, batch_size, threads.

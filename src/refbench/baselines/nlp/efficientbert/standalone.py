@@ -15,6 +15,10 @@ A student here is the supernet restricted to one architecture: its forward is th
 stand-alone student's (the slices equal an independently built FFN, see the unit tests) and
 its parameter count is `student_parameter_count` of that architecture; the untouched units
 outside the slices get no gradient and are not counted.
+
+`load_supernet` reads the shared weights a search wrote (`supernet.safetensors`); passed as
+`init`, every architecture starts from them instead of fresh weights, which is how the
+official pipeline trains its searched student (initialised from the stage-3 supernet).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import random
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -123,16 +127,40 @@ class StandaloneTrainer:
                 out.append(arch)
         return out
 
-    def train(self, arch: Architecture | Sequence[str], seed: int) -> StandaloneResult:
-        """Fresh weights (`seed`), `steps` distillation steps on the batches of `seed`,
-        then the primary metric and distillation loss on the evaluation split."""
+    def load_supernet(self, path: Path) -> dict[str, torch.Tensor]:
+        """The shared weights a search of this setting wrote; a missing or unreadable file,
+        or one of another student size, is a one-line error naming it."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise RefbenchError("no supernet weights here (a search writes "
+                                "supernet.safetensors)", path=path)
+        try:
+            state = load_file(str(path))
+            self._fresh(0).load_state_dict(state)
+        except Exception as exc:  # safetensors / torch raise many types for a bad file
+            raise RefbenchError(f"cannot load the supernet ({str(exc).splitlines()[0][:120]})",
+                                path=path) from None
+        return state
+
+    def _fresh(self, seed: int) -> EfficientBertSupernet:
+        s = self.setup
+        torch.manual_seed(seed)
+        return EfficientBertSupernet(s.student, len(s.teacher.tokenizer), s.task.num_labels,
+                                     s.teacher.hidden_size, s.teacher.tokenizer.pad_token_id)
+
+    def train(self, arch: Architecture | Sequence[str], seed: int,
+              init: Mapping[str, torch.Tensor] | None = None) -> StandaloneResult:
+        """Fresh weights (`seed`), or the supernet weights `init`, then `steps` distillation
+        steps on the batches of `seed`, then the primary metric and distillation loss on the
+        evaluation split."""
         if not isinstance(arch, Architecture):
             arch = Architecture.parse(list(arch))
-        s, searcher = self.setup, self._searcher
-        torch.manual_seed(seed)
-        searcher.net = EfficientBertSupernet(s.student, len(s.teacher.tokenizer),
-                                             s.task.num_labels, s.teacher.hidden_size,
-                                             s.teacher.tokenizer.pad_token_id)
+        searcher = self._searcher
+        searcher.net = self._fresh(seed)
+        if init is not None:
+            searcher.net.load_state_dict(init)
         train_loss = searcher.train_steps(self.steps, seed, lambda: arch)
         metric, loss = searcher.score(arch) if train_loss is not None else (None, None)
         return StandaloneResult(arch, self.params(arch), metric, loss, train_loss, self.steps,
