@@ -28,6 +28,13 @@ search), and without it the searched-vs-random comparison runs:
     python perf/efficientbert_search.py --sst2 compositional --n 2000 --dev-rows 1000 \
         --teacher-steps 1200 --random 8 --truth-seeds 3      # searched vs median random
 
+`--steps N` trains every student N steps instead of the recipe's; `--init supernet` starts
+every student (searched and random alike) from the search's final shared weights
+(`supernet.safetensors`), as the official pipeline starts its searched student from the
+stage-3 supernet. Each seed also prints whether its random architectures differ beyond
+seed noise (one-way ANOVA over their trainings). The README's table lists what each
+protocol measured.
+
 Everything is written under a temporary folder (or `--work DIR`, reused when it holds a
 prepared cache and a teacher). Runs on CPU; each seed takes a few minutes on one thread.
 """
@@ -125,8 +132,6 @@ def spread(trainer: Any, count: int, seeds: int, arch_seed: int = 99) -> dict[st
     Reports the pooled within-architecture standard deviation (seed noise of one training),
     the standard deviation of the architectures' means, what that would be from noise alone
     (within / sqrt(seeds)), and the one-way ANOVA F statistic with its p-value."""
-    from scipy.stats import f as f_dist
-
     archs = trainer.random_architectures(count, arch_seed)
     table = []
     for i, arch in enumerate(archs):
@@ -136,20 +141,33 @@ def spread(trainer: Any, count: int, seeds: int, arch_seed: int = 99) -> dict[st
                       "per_seed": values, "mean": statistics.fmean(values)})
         print(f"arch {i}: {' '.join(format(v, '.1f') for v in values)} mean "
               f"{table[-1]['mean']:.2f} ({table[-1]['params']} params)", flush=True)
-    means = [r["mean"] for r in table]
-    within = statistics.fmean(statistics.variance(r["per_seed"]) for r in table)
+    out = {"architectures": count, "seeds": seeds, "rows": table,
+           **anova([r["per_seed"] for r in table])}
+    print(f"spread: {anova_line(out)}", flush=True)
+    return out
+
+
+def anova(per_arch: list[list[float]]) -> dict[str, float]:
+    """Do architectures differ beyond training-seed noise? One-way ANOVA over each
+    architecture's per-seed values (equal seeds per architecture)."""
+    from scipy.stats import f as f_dist
+
+    count, seeds = len(per_arch), len(per_arch[0])
+    means = [statistics.fmean(v) for v in per_arch]
+    within = statistics.fmean(statistics.variance(v) for v in per_arch)
     between = statistics.variance(means)
     f_stat = seeds * between / within if within > 0 else float("inf")
-    p_value = float(f_dist.sf(f_stat, count - 1, count * (seeds - 1)))
-    out = {"architectures": count, "seeds": seeds, "rows": table,
-           "within_sd": within ** 0.5, "between_sd_of_means": between ** 0.5,
-           "noise_sd_of_means": (within / seeds) ** 0.5, "mean_range": max(means) - min(means),
-           "anova_f": f_stat, "anova_p": p_value}
-    print(f"spread: means {min(means):.2f}..{max(means):.2f} (range {out['mean_range']:.2f}); "
-          f"sd of means {out['between_sd_of_means']:.2f} vs noise-only "
-          f"{out['noise_sd_of_means']:.2f}; one training's seed sd {out['within_sd']:.2f}; "
-          f"ANOVA F={f_stat:.2f} p={p_value:.4f}", flush=True)
-    return out
+    return {"within_sd": within ** 0.5, "between_sd_of_means": between ** 0.5,
+            "noise_sd_of_means": (within / seeds) ** 0.5, "mean_min": min(means),
+            "mean_max": max(means), "mean_range": max(means) - min(means), "anova_f": f_stat,
+            "anova_p": float(f_dist.sf(f_stat, count - 1, count * (seeds - 1)))}
+
+
+def anova_line(out: dict[str, Any]) -> str:
+    return (f"means {out['mean_min']:.2f}..{out['mean_max']:.2f} (range "
+            f"{out['mean_range']:.2f}); sd of means {out['between_sd_of_means']:.2f} vs "
+            f"noise-only {out['noise_sd_of_means']:.2f}; one training's seed sd "
+            f"{out['within_sd']:.2f}; ANOVA F={out['anova_f']:.2f} p={out['anova_p']:.4f}")
 
 
 def run(seeds: list[int], random_count: int, n: int, work: Path, steps: int | None,
@@ -181,7 +199,8 @@ def run(seeds: list[int], random_count: int, n: int, work: Path, steps: int | No
         median = statistics.median(r["metric"] for r in randoms)
         row = {"seed": seed, "searched": searched, "random": randoms, "median_random": median,
                "margin": searched["metric"] - median, "candidates": spreads,
-               "wall_s": round(time.time() - started, 1)}
+               "random_spread": anova([r["per_seed"] for r in randoms])
+               if truth_seeds > 1 else None, "wall_s": round(time.time() - started, 1)}
         rows.append(row)
         for name, values in spreads.items():
             print(f"seed {seed} search stage {name}: held-out {primary} {_spread(values)}")
@@ -189,6 +208,8 @@ def run(seeds: list[int], random_count: int, n: int, work: Path, steps: int | No
               f"vs median random {median:.2f} (random: "
               f"{', '.join(format(r['metric'], '.1f') for r in randoms)}); "
               f"margin {row['margin']:+.2f}  [{row['wall_s']} s]", flush=True)
+        if row["random_spread"] is not None:
+            print(f"seed {seed} random architectures: {anova_line(row['random_spread'])}")
     margins = [r["margin"] for r in rows]
     summary = {"seeds": seeds, "random_per_seed": random_count, "n": n, "init": init,
                "truth_seeds": truth_seeds, "overrides": extra,

@@ -70,3 +70,17 @@ def test_spread_counts_a_diverged_training_as_zero() -> None:
     out = _module().spread(_FakeTrainer(table), 2, 2)
     assert out["rows"][0]["per_seed"] == [50.0, 0.0]
     assert out["within_sd"] > 0
+
+
+def test_anova_of_a_comparison_row_equals_scipy() -> None:
+    """The per-seed check of the searched-vs-random comparison (do its random architectures
+    differ?) is scipy's one-way ANOVA."""
+    from scipy.stats import f_oneway
+
+    groups = [[66.9, 67.4, 67.0], [67.8, 68.1, 67.5], [66.1, 66.8, 66.5], [67.0, 67.0, 67.3]]
+    out = _module().anova(groups)
+    ref = f_oneway(*groups)
+    assert out["anova_f"] == pytest.approx(ref.statistic)
+    assert out["anova_p"] == pytest.approx(ref.pvalue)
+    assert out["mean_min"] == pytest.approx(66.4666667) and out["mean_max"] == pytest.approx(67.8)
+    assert "ANOVA F=" in _module().anova_line(out)

@@ -514,5 +514,5 @@ class EfficientBertSearch(Search):
         chosen = result.summary["chosen"]
         lines = [f"searched: {', '.join(chosen['ffn_expressions'])}  params: {chosen['params']}",
                  f"wrote {result.out / 'search.json'}, ranking.jsonl, "
-                 f"{result.summary['recipe_file']}"]
+                 f"{result.summary['supernet_file']}, {result.summary['recipe_file']}"]
         return SearchOutcome(result.out, result.summary, lines)
