@@ -37,6 +37,7 @@ from refbench.baselines.nlp.efficientbert.supernet import (
     student_parameter_count,
 )
 from refbench.errors import RefbenchError
+from refbench.registry import get_spec
 from tests.helpers import run_cli
 
 TINY_FFNS = ["tanh(linear4_2(gelu(linear4_2(x,wb1)),wb2))",
@@ -319,6 +320,66 @@ def test_searched_recipe_trains(searched: dict[str, Any], env: dict[str, Path]) 
     assert summary.steps == 2 and summary.result is not None
     saved = json.loads((summary.run_dir / "model_config.json").read_text())
     assert saved["ffn_expressions"] == searched["summary"]["chosen"]["ffn_expressions"]
+
+
+def test_searched_student_starts_from_the_supernet(searched: dict[str, Any],
+                                                  env: dict[str, Path], tmp_path: Path) -> None:
+    """`--set model.init_supernet=search/supernet.safetensors` (with the search's teacher):
+    the runner's student computes exactly what the supernet computes for the chosen
+    architecture (same logits, same fit-dense hidden states); without the teacher, with a
+    missing or truncated file, or for another student size: one-line errors."""
+    from safetensors.torch import load_file
+
+    from refbench.baselines.nlp.efficientbert.model import EfficientBertClassifier
+    from refbench.baselines.nlp.efficientbert.supernet import Architecture, EfficientBertSupernet
+    from refbench.config import build_run_config
+
+    path = searched["out"] / "supernet.safetensors"
+    config = build_run_config("efficientbert", "glue-sst2", str(searched["out"] / RECIPE_FILE), [
+        f"output_dir={tmp_path}", f"data.cache_dir={env['cache']}",
+        f"model.distill.teacher_run={env['teacher']}", f"model.init_supernet={path}"])
+    spec = get_spec("glue-sst2")
+    student = EfficientBertClassifier.create(config.model, spec, None, tmp_path / "run")
+    cfg = student.cfg
+    net = EfficientBertSupernet(cfg, len(student.tokenizer), 2, cfg.teacher_hidden_size,
+                                student.pad_token_id)
+    net.load_state_dict(load_file(str(path)))
+    arch = Architecture.parse(searched["summary"]["chosen"]["ffn_expressions"])
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, len(student.tokenizer), (3, 12), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask}
+    student.eval()
+    net.eval()
+    with torch.no_grad():
+        mine, theirs = student(batch, output_attentions=True), net(batch, arch)
+        hidden = student.fit_dense(mine.encoder.hidden_states)
+    assert torch.allclose(mine.logits, theirs.logits, atol=1e-6)
+    for a, b in zip(hidden, theirs.hidden_states):
+        assert torch.allclose(a, b, atol=1e-5)
+    fresh = EfficientBertClassifier.create({**config.model, "init_supernet": None}, spec, None,
+                                           tmp_path / "fresh")
+    fresh.eval()
+    with torch.no_grad():
+        assert not torch.allclose(fresh(batch).logits, theirs.logits, atol=1e-3)
+    # refusals, each one line, before the run folder gets a model config
+    truncated = tmp_path / "short.safetensors"
+    truncated.write_bytes(path.read_bytes()[:64])
+    cases = [({"init_supernet": str(tmp_path / "none.safetensors")}, "no supernet weights here"),
+             ({"init_supernet": str(truncated)}, "cannot read the supernet"),
+             ({"hidden_size": 64}, "trained for another student size"),
+             ({"distill": {**config.model["distill"], "teacher_run": None}},
+              "needs the search's teacher")]
+    for i, (change, message) in enumerate(cases):
+        model_cfg = {**config.model, **change}
+        if "hidden_size" in change:
+            model_cfg["init_supernet"] = str(path)
+        run_dir = tmp_path / f"bad{i}"
+        with pytest.raises(RefbenchError, match=message) as info:
+            EfficientBertClassifier.create(model_cfg, spec, None, run_dir)
+        assert "\n" not in str(info.value)
+        assert not (run_dir / "model_config.json").exists()
 
 
 def test_search_is_deterministic_for_a_seed(searched: dict[str, Any], env: dict[str, Path]) -> None:

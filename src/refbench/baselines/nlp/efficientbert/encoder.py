@@ -61,6 +61,10 @@ class EfficientBertConfig:
     teacher_hidden_size: int | None = 768  # fit_size; None = no fit-dense projection
     qa: QAConfig = field(default_factory=QAConfig)  # SQuAD windows (max_length is the above)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    #: the `supernet.safetensors` of `refbench search efficientbert`: the student starts
+    #: from the search's shared weights (the official pipeline initialises its searched
+    #: student from the stage-3 supernet); needs the search's teacher (its tokenizer)
+    init_supernet: str | None = None
 
 
 def check_config(cfg: EfficientBertConfig) -> None:

@@ -71,6 +71,28 @@ TOKENIZER_DIR = "tokenizer"
 MODEL_CONFIG = "model_config.json"
 
 
+def check_supernet_file(cfg: EfficientBertConfig) -> None:
+    """`model.init_supernet`, before anything is written: the search's teacher is set (the
+    supernet uses its tokenizer and fit-dense width) and the file is a readable
+    safetensors file. Whether its sizes fit the student is checked when it is loaded."""
+    from safetensors import safe_open
+
+    if cfg.distill.teacher_run is None:
+        raise RefbenchError("starting from a search's supernet needs the search's teacher "
+                            "(its tokenizer and fit-dense width): set "
+                            "model.distill.teacher_run", key="model.init_supernet")
+    path = Path(str(cfg.init_supernet))
+    if not path.is_file():
+        raise RefbenchError("no supernet weights here (refbench search efficientbert writes "
+                            "supernet.safetensors)", path=path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as exc:  # safetensors raises several types for a bad header
+        raise RefbenchError(f"cannot read the supernet ({str(exc).splitlines()[0][:120]})",
+                            path=path) from None
+
+
 @dataclass
 class ClassifierOutput:
     logits: Tensor  # (batch, classes), or (batch,) for regression
@@ -119,6 +141,8 @@ class EfficientBertStudent(Baseline):
         """Types, then the expressions and sizes (search-space rules), before any write."""
         cfg = from_dict(EfficientBertConfig, dict(model_cfg), prefix="model")
         check_config(cfg)
+        if cfg.init_supernet is not None:
+            check_supernet_file(cfg)
         return cfg
 
     def _finish_init(self) -> None:
@@ -152,6 +176,8 @@ class EfficientBertStudent(Baseline):
                 "efficientbert cannot start from a checkpoint yet: the official pre-trained "
                 "students are pickled torch files with the repo's own key names and "
                 "full-width FFN weights, and no converter to this model exists")
+        if cfg.init_supernet is not None:
+            check_supernet_file(cfg)
         run_dir = Path(run_dir)
         tok_dir = run_dir / TOKENIZER_DIR
         teacher = None
@@ -170,11 +196,50 @@ class EfficientBertStudent(Baseline):
             else:
                 train_wordpiece(cls.corpus(train_rows, spec), cfg.vocab_size, cfg.lowercase,
                                 tok_dir)
-        atomic_write_json(run_dir / MODEL_CONFIG, asdict(cfg))
         model = cls.from_tokenizer(cfg, AutoTokenizer.from_pretrained(str(tok_dir)), spec)
+        if cfg.init_supernet is not None:
+            model.start_from_supernet(Path(cfg.init_supernet))
+        atomic_write_json(run_dir / MODEL_CONFIG, asdict(cfg))
         if teacher is not None:
             model.attach_teacher(teacher)
         return model
+
+    @torch.no_grad()
+    def start_from_supernet(self, path: Path) -> None:
+        """Copy the weights of a search's supernet (`supernet.safetensors`) into this
+        student: embedding, attention, each layer's FFN slices (`export_ffn`), fit-dense
+        and, where the supernet has it, the head. A missing or unreadable file, or a
+        supernet of another size, is a one-line error naming the file."""
+        from safetensors.torch import load_file
+
+        from refbench.baselines.nlp.efficientbert.supernet import EfficientBertSupernet
+
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors raises several types for a bad file
+            raise RefbenchError(f"cannot read the supernet ({str(exc).splitlines()[0][:120]})",
+                                path=path) from None
+        num_labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else 2
+        fit = self.fit_dense.dense.out_features if self.fit_dense is not None else 1
+        net = EfficientBertSupernet(self.cfg, self.encoder.embeddings.token_embeddings.num_embeddings,
+                                    num_labels, fit, self.pad_token_id)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            lines = str(exc).splitlines()
+            first = (lines[1] if len(lines) > 1 else lines[0]).strip()
+            raise RefbenchError(f"the supernet was trained for another student size "
+                                f"({first[:140]})", path=path) from None
+        self.encoder.embeddings.load_state_dict(net.embeddings.state_dict())
+        for i, (mine, expr) in enumerate(zip(self.encoder.layers, self.cfg.ffn_expressions)):
+            mine.attention.load_state_dict(net.layers[i].attention.state_dict())
+            mine.ffn.load_state_dict(net.export_ffn(i, expr).state_dict())
+        if self.fit_dense is not None:
+            self.fit_dense.load_state_dict(net.fit_dense.state_dict())
+        self._head_from_supernet(net)
+
+    def _head_from_supernet(self, net: Any) -> None:
+        """The supernet's GLUE head, where this student has one (SQuAD's stays fresh)."""
 
     @classmethod
     def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
@@ -250,6 +315,14 @@ class EfficientBertClassifier(EfficientBertStudent):
     def from_tokenizer(cls, cfg: EfficientBertConfig, tokenizer: Any,
                        spec: "BenchmarkSpec") -> "EfficientBertClassifier":
         return cls._build(cfg, tokenizer, text_task(spec))
+
+    def _head_from_supernet(self, net: Any) -> None:
+        if net.classifier.weight.shape != self.classifier.weight.shape:
+            raise RefbenchError(f"the supernet's head has {net.classifier.out_features} "
+                                f"outputs, this task {self.classifier.out_features}",
+                                key="model.init_supernet")
+        self.pooler.load_state_dict(net.pooler.state_dict())
+        self.classifier.load_state_dict(net.classifier.state_dict())
 
     @classmethod
     def _build(cls, cfg: EfficientBertConfig, tokenizer: Any,

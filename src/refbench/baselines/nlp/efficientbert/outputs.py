@@ -133,5 +133,7 @@ def searched_recipe(recipe: str, run_data: dict[str, Any], expressions: Sequence
             f"{chosen[summary['primary']]:.4f}.",
             f"# Teacher: {summary['teacher_run']} (distil from it with "
             f"--set model.distill.teacher_run=...).",
+            f"# Start from the search's shared weights, as the official pipeline does: "
+            f"--set model.init_supernet=<this folder>/{SUPERNET_FILE} (with the teacher).",
             "# See search.json and ranking.jsonl next to this file."]
     return "\n".join(head) + "\n" + yaml.safe_dump(body, sort_keys=False)
