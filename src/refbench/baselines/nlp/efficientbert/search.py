@@ -37,9 +37,9 @@ a multi-task supernet over eight GLUE teachers; the metric is computed over the 
 held-out part, not averaged per batch; the search stops after `candidates` per stage
 instead of running until killed and leaving the choice to a person.
 
-Writes (atomically, after the search succeeded): `search.json`, `ranking.jsonl` and a
-recipe `efficientbert_searched_glue.yaml` that `refbench train efficientbert --recipe`
-accepts.
+Writes (atomically, after the search succeeded): `search.json`, `ranking.jsonl`, the final
+shared weights `supernet.safetensors` and a recipe `efficientbert_searched_glue.yaml` that
+`refbench train efficientbert --recipe` accepts.
 """
 
 from __future__ import annotations
@@ -57,26 +57,13 @@ from refbench.baselines.nlp.distill import DistillConfig, distill_losses, layer_
 from refbench.baselines.nlp.efficientbert.encoder import EfficientBertConfig, check_config
 from refbench.baselines.nlp.efficientbert.ffn import architecture_hash
 from refbench.baselines.nlp.efficientbert.outputs import (  # noqa: F401 (re-exported)
-    RECIPE_FILE,
-    searched_recipe,
-    summarize,
-    write_outputs,
-)
-from refbench.baselines.nlp.efficientbert.sampler import (
-    STAGES,
-    Budget,
-    Candidate,
-    LanasSampler,
-    StageSampler,
-)
+    RECIPE_FILE, searched_recipe, summarize, write_outputs)
+from refbench.baselines.nlp.efficientbert.sampler import (STAGES, Budget, Candidate,
+                                                          LanasSampler, StageSampler)
 from refbench.baselines.nlp.efficientbert.space import LinearType
-from refbench.baselines.nlp.efficientbert.supernet import (
-    Architecture,
-    EfficientBertSupernet,
-    collate,
-    encode_rows,
-    plain_expression,
-)
+from refbench.baselines.nlp.efficientbert.supernet import (Architecture, EfficientBertSupernet,
+                                                           collate, encode_rows,
+                                                           plain_expression)
 from refbench.config import RunConfig, apply_overrides, from_dict, load_recipe
 from refbench.errors import RefbenchError
 from refbench.options import Option
