@@ -91,7 +91,8 @@ def _trained(trainer: Any, arch: Any, seed: int, truth_seeds: int,
 
 
 def _searched(work: Path, seed: int, teacher: Path, cache: Path, extra: list[str],
-              need_supernet: bool = False) -> tuple[Any, dict[str, list[float]]]:
+              need_supernet: bool = False, benchmark: str = "glue-sst2"
+              ) -> tuple[Any, dict[str, list[float]]]:
     """The search of `seed` (its chosen architecture and each stage's held-out metrics): read
     from `work/search-<seed>` when a finished search there ran with the same settings
     (the search is deterministic for a seed), else run."""
@@ -103,7 +104,7 @@ def _searched(work: Path, seed: int, teacher: Path, cache: Path, extra: list[str
     from refbench.baselines.nlp.efficientbert.supernet import Architecture
 
     folder, items = work / f"search-{seed}", [*extra, f"search.seed={seed}"]
-    setup = resolve("glue-sst2", teacher, "efficientbert_tiny_glue", items, str(cache))
+    setup = resolve(benchmark, teacher, "efficientbert_tiny_glue", items, str(cache))
     try:
         done = json.loads((folder / "search.json").read_text())
         ranking = [json.loads(line) for line in (folder / "ranking.jsonl").read_text().splitlines()]
@@ -119,7 +120,7 @@ def _searched(work: Path, seed: int, teacher: Path, cache: Path, extra: list[str
                 spreads.setdefault(row["stage"], []).append(float(value))
         print(f"seed {seed}: reusing the finished search in {folder}")
         return Architecture.parse(done["chosen"]["ffn_expressions"]), spreads
-    result = search("glue-sst2", teacher, folder, overrides=items, cache_dir=str(cache),
+    result = search(benchmark, teacher, folder, overrides=items, cache_dir=str(cache),
                     progress=None)
     return result.chosen.arch, {s.name: [float(c.metric) for c in s.candidates
                                          if c.metric is not None] for s in result.stages}
@@ -156,7 +157,10 @@ def anova(per_arch: list[list[float]]) -> dict[str, float]:
     means = [statistics.fmean(v) for v in per_arch]
     within = statistics.fmean(statistics.variance(v) for v in per_arch)
     between = statistics.variance(means)
-    f_stat = seeds * between / within if within > 0 else float("inf")
+    if within > 0:
+        f_stat = seeds * between / within
+    else:  # no seed noise: the architectures differ exactly when their means do
+        f_stat = float("inf") if between > 0 else 0.0
     return {"within_sd": within ** 0.5, "between_sd_of_means": between ** 0.5,
             "noise_sd_of_means": (within / seeds) ** 0.5, "mean_min": min(means),
             "mean_max": max(means), "mean_range": max(means) - min(means), "anova_f": f_stat,
@@ -173,11 +177,18 @@ def anova_line(out: dict[str, Any]) -> str:
 def run(seeds: list[int], random_count: int, n: int, work: Path, steps: int | None,
         teacher_steps: int, extra: list[str], truth_seeds: int = 2, sst2: str = "standard",
         dev_rows: int | None = None, spread_only: tuple[int, int] | None = None,
-        teacher_set: tuple[str, ...] = (), init: str = "scratch") -> dict[str, Any]:
+        teacher_set: tuple[str, ...] = (), init: str = "scratch",
+        real: tuple[str, Path, Path] | None = None) -> dict[str, Any]:
+    """`real`: (benchmark, prepared cache, teacher run) of a real release instead of the
+    synthesized SST-2 and its `bert_tiny_glue` teacher."""
     from refbench.baselines.nlp.efficientbert.standalone import StandaloneTrainer
 
-    cache, teacher = _prepare(work, n, teacher_steps, sst2, dev_rows, teacher_set)
-    trainer = StandaloneTrainer("glue-sst2", teacher, cache_dir=str(cache), steps=steps,
+    if real is not None:
+        benchmark, cache, teacher = real
+    else:
+        benchmark = "glue-sst2"
+        cache, teacher = _prepare(work, n, teacher_steps, sst2, dev_rows, teacher_set)
+    trainer = StandaloneTrainer(benchmark, teacher, cache_dir=str(cache), steps=steps,
                                 overrides=extra)
     primary = trainer.primary
     print(f"stand-alone ({init}): {trainer.steps} steps, scored on {trainer.eval_rows} "
@@ -190,7 +201,8 @@ def run(seeds: list[int], random_count: int, n: int, work: Path, steps: int | No
     rows = []
     for seed in seeds:
         started = time.time()
-        chosen, spreads = _searched(work, seed, teacher, cache, extra, init == "supernet")
+        chosen, spreads = _searched(work, seed, teacher, cache, extra, init == "supernet",
+                                    benchmark)
         weights = (trainer.load_supernet(work / f"search-{seed}" / "supernet.safetensors")
                    if init == "supernet" else None)
         searched = _trained(trainer, chosen, seed, truth_seeds, weights)
@@ -247,6 +259,11 @@ def main() -> None:
                         help="where every compared student starts: fresh weights, or the "
                              "search's final supernet weights (the official pipeline "
                              "initialises its searched student from the stage-3 supernet)")
+    parser.add_argument("--real", nargs=3, metavar=("BENCHMARK", "CACHE", "TEACHER"),
+                        default=None, help="a prepared real GLUE release instead of the "
+                        "synthesized SST-2: benchmark (e.g. glue-sst2), its cache folder and "
+                        "a `refbench train bert` teacher run of it (--n, --sst2, --dev-rows, "
+                        "--teacher-* are then unused)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -258,7 +275,9 @@ def main() -> None:
         work = args.work or Path(tmp)
         summary = run(args.seeds, args.random, args.n, work, args.steps, args.teacher_steps,
                       args.extra, args.truth_seeds, args.sst2, args.dev_rows, args.spread,
-                      tuple(args.teacher_set), args.init)
+                      tuple(args.teacher_set), args.init,
+                      (args.real[0], Path(args.real[1]), Path(args.real[2]))
+                      if args.real else None)
     if args.json is not None:
         from refbench.io import atomic_write_json
 

@@ -84,3 +84,11 @@ def test_anova_of_a_comparison_row_equals_scipy() -> None:
     assert out["anova_p"] == pytest.approx(ref.pvalue)
     assert out["mean_min"] == pytest.approx(66.4666667) and out["mean_max"] == pytest.approx(67.8)
     assert "ANOVA F=" in _module().anova_line(out)
+
+
+def test_anova_without_any_variation_says_no_difference() -> None:
+    module = _module()
+    same = module.anova([[50.0, 50.0], [50.0, 50.0]])
+    assert same["anova_f"] == 0.0 and same["anova_p"] == 1.0
+    apart = module.anova([[50.0, 50.0], [60.0, 60.0]])
+    assert apart["anova_f"] == float("inf") and apart["anova_p"] == 0.0
