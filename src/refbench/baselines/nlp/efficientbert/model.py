@@ -7,8 +7,8 @@ The architecture follows the official `AutoBert` (`models/auto_bert.py`,
   concatenates the embeddings of the next, the current and the previous token (zeros
   past the ends), a dense layer maps that 3 x 128 vector to the hidden size, then
   segment + position embeddings (hidden size), LayerNorm, dropout;
-- per layer (`encoder`): BERT self-attention (`LayerNorm(h + dropout(dense(context)))`), then the
-  layer's searched FFN (`ffn.SearchedFFN`: `n` stacked blocks, each
+- per layer (`encoder`): BERT self-attention (`LayerNorm(h + dropout(dense(context)))`),
+  then the layer's searched FFN (`ffn.SearchedFFN`: `n` stacked blocks, each
   `LayerNorm(h + dropout(expr(h)))`);
 - GLUE head: pooler `tanh(dense(h[CLS]))` + dropout, then a linear classifier (one
   output, squeezed, for STS-B regression); SQuAD head: Linear(hidden, 2) on every token
