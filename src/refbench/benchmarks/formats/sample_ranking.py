@@ -19,7 +19,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from refbench.benchmarks.formats import FORMATS
 from refbench.benchmarks.formats.nas_ranking import (
@@ -78,7 +78,7 @@ def _example(producer: str) -> str:
 
 
 def _one_length(codes: Mapping[str, Any], path: Path, what: str, unit: str,
-                length: Any) -> int:
+                length: Callable[[str], int]) -> int:
     """The shared length of a file's codes (a ranking compares one space)."""
     lengths = {length(code) for code in codes}
     if len(lengths) != 1:
@@ -113,9 +113,12 @@ def _read_jsonl(path: Path, space: SearchSpace) -> dict[str, ArchitectureTruth]:
     return out
 
 
+def _blocks(code: str) -> int:
+    return len(code.split())
+
+
 def read_ground_truth(path: Path, space: SearchSpace, unit: str = "blocks",
-                      length: Any = lambda code: len(code.split())
-                      ) -> dict[str, ArchitectureTruth]:
+                      length: Callable[[str], int] = _blocks) -> dict[str, ArchitectureTruth]:
     """`{canonical arch: stand-alone accuracy}` of a ranking benchmark's ground truth: its
     `ground_truth.jsonl` (or the benchmark's output folder holding it), or a table file in
     the submission's text layout (`ARCH<sep>ACCURACY` per line). Refused with one line naming
@@ -157,7 +160,7 @@ class SampleRankingFormat(NasRankingFormat):
 
     def length(self, code: str) -> int:
         """The number of blocks of a canonical code."""
-        return len(code.split())
+        return _blocks(code)
 
     def write(self, path: Path, predictions: Mapping[Any, Any], spec: "BenchmarkSpec") -> None:
         write_scores(Path(path), predictions, self.space())
