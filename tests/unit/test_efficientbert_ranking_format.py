@@ -172,3 +172,23 @@ def test_ranking_results_on_the_leaderboard(truth: tuple[Path, dict[str, float]]
         assert {k: parts[part][k] for k in metric.compute()} == pytest.approx(metric.compute())
     failed = board.submission(extra)
     assert failed["status"] == "failed" and "\n" not in failed["error"]
+
+
+def test_a_ranking_of_another_search_is_named(truth: tuple[Path, dict[str, float]],
+                                              tmp_path: Path) -> None:
+    """A Pi-NAS ranking handed to the EfficientBERT benchmark, and the reverse: one line
+    saying the codes belong to another search, not a parse error about integers."""
+    path, values = truth
+    pinas = _lines(tmp_path, "3 0 1 3\t0.5\n0 1 2 3\t0.4\n")
+    with pytest.raises(RefbenchError, match=r"scores.txt:1: this code is of another search "
+                                            r"\(format pinas_ranking\), not of "
+                                            r"efficientbert-ranking-tiny"):
+        evaluate_file(SPEC, pinas, references=path)
+    eb = tmp_path / "eb.txt"
+    eb.write_text("".join(f"{c}\t1.0\n" for c in values))
+    with pytest.raises(RefbenchError, match=r"format efficientbert_ranking\), not of "
+                                            r"pinas-ranking-tiny"):
+        evaluate_file("pinas-ranking-tiny", eb, references=path)
+    # a code of neither search keeps the space's own error
+    with pytest.raises(RefbenchError, match="is not integers joined by"):
+        evaluate_file(SPEC, _lines(tmp_path, "x.y/z\t1\n"), references=path)

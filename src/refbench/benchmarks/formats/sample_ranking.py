@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from refbench.benchmarks.formats import FORMATS
 from refbench.benchmarks.formats.nas_ranking import (
+    _LINE,
     NasRankingFormat,
     read_lines,
     read_scores,
@@ -143,6 +144,19 @@ def read_ground_truth(path: Path, space: SearchSpace, unit: str = "blocks",
     return out
 
 
+def _parses(space: SearchSpace, text: str) -> bool:
+    try:
+        space.parse(text)
+    except ArchitectureError:
+        return False
+    return True
+
+
+def _sample_formats() -> list[type["SampleRankingFormat"]]:
+    """Every concrete sample ranking format (each names its code space)."""
+    return [c for c in SampleRankingFormat.__subclasses__() if c.format_name]
+
+
 class SampleRankingFormat(NasRankingFormat):
     """The `nas_ranking` scores file over one search's codes, scored against the stand-alone
     accuracies of a ranking benchmark's fixed sample (module docstring). A subclass names
@@ -154,6 +168,8 @@ class SampleRankingFormat(NasRankingFormat):
     references_required = True
     #: what `length` counts, for the mixed-length error
     unit = "blocks"
+    #: the registered name, for the wrong-benchmark error
+    format_name = ""
 
     def space(self) -> SearchSpace:  # pragma: no cover - every subclass overrides it
         raise NotImplementedError("a sample ranking format names its code space")
@@ -170,10 +186,29 @@ class SampleRankingFormat(NasRankingFormat):
         if options:
             raise RefbenchError(f"{spec.submission.format} takes no read options, got "
                                 f"{sorted(options)}")
+        self._check_family(Path(path), spec)
         scores = read_scores(Path(path), self.space())
         _one_length(scores, Path(path), "the submission's architectures", self.unit,
                     self.length)
         return scores
+
+    def _check_family(self, path: Path, spec: "BenchmarkSpec") -> None:
+        """A text file whose first code is not of this space but is of another sample
+        ranking's space is refused saying so (a ranking of another search's architectures
+        handed to the wrong benchmark), instead of a puzzling parse error."""
+        if path.suffix.lower() == ".json" or not path.is_file():
+            return
+        first = next((line.strip() for line in read_lines(path, "prediction file")
+                      if line.strip()), "")
+        match = _LINE.fullmatch(first)
+        if match is None or _parses(self.space(), match["arch"]):
+            return
+        for other in _sample_formats():
+            if other is not type(self) and _parses(other().space(), match["arch"]):
+                raise RefbenchError(f"this code is of another search (format "
+                                    f"{other.format_name}), not of {spec.name}; "
+                                    f"`refbench list benchmarks` names the benchmark that "
+                                    f"ranks it", path=path, line=1)
 
     def read_references(self, path: Path, spec: "BenchmarkSpec") -> dict[Any, Any]:
         return sample(read_ground_truth(Path(path), self.space(), self.unit, self.length),
@@ -191,6 +226,7 @@ class PinasRankingFormat(SampleRankingFormat):
     `refbench search pinas-ranking`."""
 
     references_example = _example("pinas-ranking")
+    format_name = "pinas_ranking"
 
     def space(self) -> SearchSpace:
         from refbench.baselines.nas.pinas.space import CANDIDATES
@@ -205,6 +241,7 @@ class EfficientbertRankingFormat(SampleRankingFormat):
     is read too), ground truth from `refbench search efficientbert-ranking`."""
 
     references_example = _example("efficientbert-ranking")
+    format_name = "efficientbert_ranking"
     unit = "layers"
 
     def space(self) -> SearchSpace:
