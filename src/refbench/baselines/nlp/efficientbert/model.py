@@ -221,8 +221,8 @@ class EfficientBertStudent(Baseline):
                                 path=path) from None
         num_labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else 2
         fit = self.fit_dense.dense.out_features if self.fit_dense is not None else 1
-        net = EfficientBertSupernet(self.cfg, self.encoder.embeddings.token_embeddings.num_embeddings,
-                                    num_labels, fit, self.pad_token_id)
+        vocab = self.encoder.embeddings.token_embeddings.num_embeddings
+        net = EfficientBertSupernet(self.cfg, vocab, num_labels, fit, self.pad_token_id)
         try:
             net.load_state_dict(state)
         except RuntimeError as exc:

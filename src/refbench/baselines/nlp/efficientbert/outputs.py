@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from refbench.config import RunConfig, from_dict, load_recipe, recipe_path, to_dict
-from refbench.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from refbench.io import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -60,7 +60,7 @@ def write_outputs(out: Path, setup: "_Setup", stages: "list[StageResult]",
                   chosen: "Candidate", summary: dict[str, Any],
                   supernet: "Mapping[str, torch.Tensor]") -> None:
     """The four files (module docstring), atomically, `search.json` last."""
-    from safetensors.torch import save
+    from refbench.baselines.nlp.efficientbert.supernet import write_weights
 
     lines = [json.dumps(c.to_json(setup.spec.primary, setup.cfg.proxy))
              for s in stages for c in s.candidates]
@@ -70,8 +70,7 @@ def write_outputs(out: Path, setup: "_Setup", stages: "list[StageResult]",
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "ranking.jsonl", "\n".join(lines) + "\n")
     atomic_write_text(out / RECIPE_FILE, text)
-    atomic_write_bytes(out / SUPERNET_FILE, save({k: v.detach().contiguous().clone()
-                                                 for k, v in supernet.items()}))
+    write_weights(out / SUPERNET_FILE, supernet)
     atomic_write_json(out / "search.json", summary)  # last: its presence marks a finished search
 
 

@@ -44,7 +44,7 @@ from refbench.baselines.nlp.efficientbert.encoding import code_of, code_space, e
 from refbench.datasets.nasbench.spaces import SearchSpace
 from refbench.engine.jobs import Job
 from refbench.errors import RefbenchError
-from refbench.io import atomic_write_bytes, atomic_write_json
+from refbench.io import atomic_write_json
 from refbench.options import Option
 from refbench.registry import SEARCHES
 from refbench.search import Search, SearchOutcome
@@ -117,11 +117,10 @@ def _heldout_digest(searcher: Any) -> str:
 def train_supernet(benchmark: str, teacher: str, recipe: str, overrides: Sequence[str],
                    cache_dir: str | None, method: str, seed: int, out: str) -> str:
     """Job: the search's joint-stage warm-up of `method` with `seed`; its folder."""
-    from safetensors.torch import save
-
     from refbench.baselines.nlp.efficientbert.sampler import StageSampler
     from refbench.baselines.nlp.efficientbert.space import LinearType
-    from refbench.baselines.nlp.efficientbert.supernet import Architecture, plain_expression
+    from refbench.baselines.nlp.efficientbert.supernet import (Architecture, plain_expression,
+                                                               write_weights)
 
     if method not in METHODS:
         raise RefbenchError(f"unknown supernet method {method!r} (known: {', '.join(METHODS)})",
@@ -141,8 +140,7 @@ def train_supernet(benchmark: str, teacher: str, recipe: str, overrides: Sequenc
     pick = (lambda: largest) if method == "largest" else sampler.random
     torch.manual_seed(stage_seed)
     loss = searcher.train_steps(cfg.warmup_steps, stage_seed, pick) if cfg.warmup_steps else None
-    tensors = {k: v.detach().contiguous().clone() for k, v in searcher.net.state_dict().items()}
-    atomic_write_bytes(folder / SUPERNET_FILE, save(tensors))
+    write_weights(folder / SUPERNET_FILE, searcher.net.state_dict())
     atomic_write_json(folder / SUPERNET_META, {
         "settings_hash": digest, "method": method, "seed": seed, "benchmark": benchmark,
         "teacher": str(teacher), "recipe": recipe, "overrides": list(overrides),
@@ -155,10 +153,8 @@ def score_archs(benchmark: str, teacher: str, recipe: str, overrides: Sequence[s
                 cache_dir: str | None, run: str, seed: int,
                 archs: Sequence[str]) -> dict[str, float]:
     """Job: every code's search fitness (larger is better) from the supernet in `run`."""
-    from safetensors.torch import load_file
-
     from refbench.baselines.nlp.efficientbert.sampler import Candidate
-    from refbench.baselines.nlp.efficientbert.supernet import Architecture
+    from refbench.baselines.nlp.efficientbert.supernet import Architecture, load_weights
 
     path = Path(run) / SUPERNET_FILE
     if not path.is_file():
@@ -172,12 +168,7 @@ def score_archs(benchmark: str, teacher: str, recipe: str, overrides: Sequence[s
         raise RefbenchError("the supernet was trained with another held-out split than this "
                             "scoring uses (search.seed / search.val_ratio / data differ)",
                             path=Path(run) / SUPERNET_META)
-    try:
-        snapshot = load_file(str(path))
-        searcher.net.load_state_dict(snapshot)
-    except Exception as exc:  # safetensors / torch raise many types for a bad file
-        raise RefbenchError(f"cannot load the supernet ({str(exc).splitlines()[0][:120]})",
-                            path=path) from None
+    snapshot = load_weights(searcher.net, path)
     layers = searcher.s.student.num_layers
     stage_seed = searcher.s.seed * 1000 + 1
     out = {}

@@ -35,7 +35,7 @@ import torch
 from refbench.baselines.nlp.efficientbert.sampler import StageSampler
 from refbench.baselines.nlp.efficientbert.search import _prepare, _Searcher, _Setup
 from refbench.baselines.nlp.efficientbert.supernet import (Architecture, EfficientBertSupernet,
-                                                       encode_rows)
+                                                           encode_rows, load_weights)
 from refbench.errors import RefbenchError
 
 
@@ -130,19 +130,7 @@ class StandaloneTrainer:
     def load_supernet(self, path: Path) -> dict[str, torch.Tensor]:
         """The shared weights a search of this setting wrote; a missing or unreadable file,
         or one of another student size, is a one-line error naming it."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        if not path.is_file():
-            raise RefbenchError("no supernet weights here (a search writes "
-                                "supernet.safetensors)", path=path)
-        try:
-            state = load_file(str(path))
-            self._fresh(0).load_state_dict(state)
-        except Exception as exc:  # safetensors / torch raise many types for a bad file
-            raise RefbenchError(f"cannot load the supernet ({str(exc).splitlines()[0][:120]})",
-                                path=path) from None
-        return state
+        return load_weights(self._fresh(0), path)
 
     def _fresh(self, seed: int) -> EfficientBertSupernet:
         s = self.setup

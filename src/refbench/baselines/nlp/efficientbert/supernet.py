@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -219,6 +220,35 @@ class EfficientBertSupernet(nn.Module):
             mine.dense2.bias.copy_(b2)
             mine.layernorm.load_state_dict(theirs.layernorm.state_dict())
         return ffn
+
+
+# -- the shared weights on disk ------------------------------------------------------------
+def write_weights(path: Path, state: Mapping[str, Tensor]) -> None:
+    """A supernet's state dict as safetensors, atomically (the search's and the ranking
+    benchmark's `supernet.safetensors`)."""
+    from safetensors.torch import save
+
+    from refbench.io import atomic_write_bytes
+
+    atomic_write_bytes(path, save({k: v.detach().contiguous().clone() for k, v in state.items()}))
+
+
+def load_weights(net: nn.Module, path: Path) -> dict[str, Tensor]:
+    """Load `write_weights`'s file into `net` and return its state; a missing file, an
+    unreadable one or one of another student size is a one-line error naming it."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise RefbenchError("no supernet weights here (refbench search efficientbert writes "
+                            "supernet.safetensors)", path=path)
+    try:
+        state = load_file(str(path))
+        net.load_state_dict(state)
+    except Exception as exc:  # safetensors / torch raise many types for a bad file
+        raise RefbenchError(f"cannot load the supernet ({str(exc).splitlines()[0][:120]})",
+                            path=path) from None
+    return state
 
 
 # -- data: the teacher's tokens, padded like the EfficientBERT student ----------------------
