@@ -10,10 +10,9 @@ import io
 import json
 import random
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-import torch
 
 from refbench.baselines.nlp.efficientbert.encoder import PUBLISHED_EFFICIENTBERT
 from refbench.baselines.nlp.efficientbert.encoding import (
@@ -33,7 +32,7 @@ from refbench.baselines.nlp.efficientbert.space import (
 )
 from refbench.datasets.nasbench.spaces import ArchitectureError
 from refbench.errors import RefbenchError
-from tests.helpers import run_cli
+from tests.helpers import one_thread, run_cli, tiny_glue_teacher
 
 TANH = "tanh(linear4_2(gelu(linear4_2(x,wb1)),wb2))"
 MUL = "linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)"
@@ -131,33 +130,9 @@ STUDENT = ["model.hidden_size=32", "model.num_heads=4", "search.warmup_steps=3",
            "trainer.batch_size=8"]
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from refbench.config import build_run_config
-    from refbench.datasets.base import get_builder
-    from refbench.runner import train
-
-    base = tmp_path_factory.mktemp("ebrank")
-    builder = get_builder("glue")
-    root = builder.synthesize(base / "glue", n=60, seed=0)
-    builder.prepare(root, base / "cache", configs=["sst2"])
-    config = build_run_config("bert", "glue-sst2", "bert_tiny_glue", [
-        f"output_dir={base / 'runs'}", f"data.cache_dir={base / 'cache'}", "name=teacher",
-        "trainer.max_steps=3", "trainer.progress=false", "model.num_hidden_layers=2",
-        "model.hidden_size=32", "model.num_attention_heads=4", "model.intermediate_size=64"])
-    with one_thread():
-        train(config)
-    return {"base": base, "cache": base / "cache", "teacher": base / "runs" / "teacher"}
+    return tiny_glue_teacher(tmp_path_factory.mktemp("ebrank"), n=60, steps=3)
 
 
 def _client(env: dict[str, Path]) -> Any:

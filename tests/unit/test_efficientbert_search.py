@@ -10,7 +10,7 @@ import itertools
 import json
 import random
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -38,7 +38,7 @@ from refbench.baselines.nlp.efficientbert.supernet import (
 )
 from refbench.errors import RefbenchError
 from refbench.registry import get_spec
-from tests.helpers import run_cli
+from tests.helpers import one_thread, run_cli, tiny_glue_teacher
 
 TINY_FFNS = ["tanh(linear4_2(gelu(linear4_2(x,wb1)),wb2))",
              "linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)"]
@@ -60,18 +60,6 @@ def _batch(seed: int = 0, n: int = 3, length: int = 12) -> dict[str, torch.Tenso
     mask[0, 8:] = 0
     return {"input_ids": torch.randint(1, 50, (n, length), generator=g),
             "token_type_ids": torch.zeros(n, length, dtype=torch.long), "attention_mask": mask}
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Train the tiny teacher / student on one torch thread (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
 
 
 # -- the supernet -----------------------------------------------------------------------------
@@ -219,21 +207,7 @@ def test_learned_sampler_prefers_the_good_half() -> None:
 # -- the search end to end ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from refbench.config import build_run_config
-    from refbench.datasets.base import get_builder
-    from refbench.runner import train
-
-    base = tmp_path_factory.mktemp("ebsearch")
-    builder = get_builder("glue")
-    root = builder.synthesize(base / "glue", n=80, seed=0)
-    builder.prepare(root, base / "cache", configs=["sst2"])
-    config = build_run_config("bert", "glue-sst2", "bert_tiny_glue", [
-        f"output_dir={base / 'runs'}", f"data.cache_dir={base / 'cache'}", "name=teacher",
-        "trainer.max_steps=4", "trainer.progress=false", "model.num_hidden_layers=2",
-        "model.hidden_size=32", "model.num_attention_heads=4", "model.intermediate_size=64"])
-    with one_thread():
-        train(config)
-    return {"base": base, "cache": base / "cache", "teacher": base / "runs" / "teacher"}
+    return tiny_glue_teacher(tmp_path_factory.mktemp("ebsearch"), n=80, steps=4)
 
 
 def _args(env: dict[str, Path], out: Path, *extra: str) -> list[str]:
