@@ -186,16 +186,19 @@ class SampleRankingFormat(NasRankingFormat):
         if options:
             raise RefbenchError(f"{spec.submission.format} takes no read options, got "
                                 f"{sorted(options)}")
-        self._check_family(Path(path), spec)
-        scores = read_scores(Path(path), self.space())
+        try:
+            scores = read_scores(Path(path), self.space())
+        except RefbenchError:
+            self._check_family(Path(path), spec)
+            raise
         _one_length(scores, Path(path), "the submission's architectures", self.unit,
                     self.length)
         return scores
 
     def _check_family(self, path: Path, spec: "BenchmarkSpec") -> None:
-        """A text file whose first code is not of this space but is of another sample
-        ranking's space is refused saying so (a ranking of another search's architectures
-        handed to the wrong benchmark), instead of a puzzling parse error."""
+        """On a file this format refused: when its first code is not of this space but is
+        of another sample ranking's, say so (a ranking of another search's architectures
+        handed to the wrong benchmark) instead of the puzzling parse error."""
         if path.suffix.lower() == ".json" or not path.is_file():
             return
         first = next((line.strip() for line in read_lines(path, "prediction file")
