@@ -59,7 +59,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from efficientbert_search import _prepare
 
-    from refbench.baselines.nas.ranking import figure_lines
+    from refbench.baselines.nas.ranking import figure_lines, sample_line
     from refbench.baselines.nlp.efficientbert.ranking import EfficientBertRankingSearch
 
     cache, teacher = _prepare(args.work, args.n, args.teacher_steps, args.sst2, args.dev_rows)
@@ -74,9 +74,9 @@ def main() -> None:
         progress=lambda line: print(line, flush=True))
     wall = time.time() - started
     summary = outcome.summary
-    print(f"\nN={summary['sampling']['n']} (seed {summary['sampling']['seed']}), "
-          f"{summary['ground_truth']['seeds_per_architecture']} stand-alone seed(s) per value, "
-          f"supernet seeds {args.supernet_seeds}; fitness: {summary['client']['score_label']}")
+    setting = (f"supernet seeds {args.supernet_seeds}; fitness: "
+               f"{summary['client']['score_label']}")
+    print("\n" + sample_line(summary, setting))
     print("\n".join(figure_lines(summary, out, width=10)))
     print(f"wall {wall:.0f} s (benchmark's own record: {summary['wall_time_s']:.0f} s)")
 

@@ -39,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from refbench.baselines.nas.pinas.ranking import PinasRankingSearch
-    from refbench.baselines.nas.ranking import figure_lines
+    from refbench.baselines.nas.ranking import figure_lines, sample_line
     from refbench.datasets.base import get_builder
 
     cache, out = args.work / "cache", args.work / "ranking"
@@ -56,9 +56,9 @@ def main() -> None:
                                        progress=lambda line: print(line, flush=True))
     wall = time.time() - started
     summary = outcome.summary
-    print(f"\nN={summary['sampling']['n']} (seed {summary['sampling']['seed']}), "
-          f"{summary['ground_truth']['seeds_per_architecture']} stand-alone seed(s) per value, "
-          f"supernet seeds {args.supernet_seeds}, budget {args.supernet_steps} steps x 64 images")
+    setting = (f"supernet seeds {args.supernet_seeds}, budget {args.supernet_steps} steps "
+               f"x 64 images")
+    print("\n" + sample_line(summary, setting))
     print("\n".join(figure_lines(summary, out, width=16)))
     print(f"wall {wall:.0f} s (benchmark's own record: {summary['wall_time_s']:.0f} s)")
 

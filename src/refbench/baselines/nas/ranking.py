@@ -234,6 +234,14 @@ def summary_lines(summary: dict[str, Any], out: Path) -> list[str]:
     return lines
 
 
+def sample_line(summary: dict[str, Any], setting: str) -> str:
+    """The perf scripts' first line: the sample (N and its seed), stand-alone seeds per
+    ground-truth value, and the script's own `setting`."""
+    return (f"N={summary['sampling']['n']} (seed {summary['sampling']['seed']}), "
+            f"{summary['ground_truth']['seeds_per_architecture']} stand-alone seed(s) per "
+            f"value, {setting}")
+
+
 def figure_lines(summary: dict[str, Any], out: Path, width: int = 12) -> list[str]:
     """The perf scripts' table: per method every figure (mean +- std over supernet seeds)
     and tau-b per seed, then the stand-alone accuracy range and the plot's path."""
