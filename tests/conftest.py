@@ -39,9 +39,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 def one_thread() -> Iterator[None]:
     """Tiny models on a busy 2-core box run far faster on one intra-op thread
     (use with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
-    import torch
+    from tests.helpers import one_thread as threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with threads():
+        yield
