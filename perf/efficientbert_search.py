@@ -246,7 +246,7 @@ def main() -> None:
     parser.add_argument("--truth-seeds", type=int, default=2,
                         help="stand-alone trainings averaged per architecture")
     parser.add_argument("--sst2", default="standard",
-                        help="synthesized SST-2 variant: standard or compositional")
+                        help="synthesized SST-2 variant: standard, compositional or negation")
     parser.add_argument("--dev-rows", type=int, default=None,
                         help="validation rows (default: n // 4)")
     parser.add_argument("--spread", type=int, nargs=2, default=None, metavar=("ARCHS", "SEEDS"),

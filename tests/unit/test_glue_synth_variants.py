@@ -16,7 +16,7 @@ import pytest
 
 from refbench.datasets.glue.builder import read_task_file
 from refbench.datasets.glue.synth import NEGATIVE, POSITIVE, SST2_VARIANTS, synthesize_glue
-from refbench.datasets.glue.synth_variants import NEGATORS, sst2_compositional
+from refbench.datasets.glue.synth_variants import NEGATORS, sst2_compositional, sst2_negation
 from refbench.errors import RefbenchError
 from refbench.io import sha256_path
 
@@ -57,6 +57,22 @@ def test_compositional_labels_follow_the_documented_rule() -> None:
     assert len(kinds) == 3  # every connective form occurs
     assert any(t.startswith("although it is not true") or " it is not true" in t
                for t, _ in rows)  # double negation occurs
+
+
+def test_negation_is_compositional_without_double_negation(tmp_path: Path) -> None:
+    """The "negation" variant follows the same rule with at most one flip per clause, and
+    touches only SST-2."""
+    rows = sst2_negation(random.Random(5), 600)
+    assert Counter(label for _, label in rows) == {0: 300, 1: 300}
+    assert all(_rule_label(text) == label for text, label in rows)
+    assert not any(" true that" in t for t, _ in rows)
+    negated = sum(any(w in NEGATORS for w in t.split()) for t, _ in rows)
+    assert 0.5 < negated / len(rows) < 0.9  # each clause negated with probability 1/2
+    plain = synthesize_glue(tmp_path / "plain", n=24, seed=7)
+    single = synthesize_glue(tmp_path / "single", n=24, seed=7, sst2="negation")
+    for folder in sorted(p.name for p in plain.iterdir()):
+        same = sha256_path(plain / folder) == sha256_path(single / folder)
+        assert same == (folder != "SST-2"), folder
 
 
 def test_no_single_word_gives_the_compositional_label_away() -> None:

@@ -556,8 +556,9 @@ class GlueBuilder(DatasetBuilder):
     citation = _CITATION
     homepage = "https://gluebenchmark.com"
     synthesize_options = (
-        Option("sst2", "str", "SST-2 variant: standard (sentiment words) or compositional "
-               "(the label follows the clause a connective points to, with negations; the "
+        Option("sst2", "str", "SST-2 variant: standard (sentiment words), compositional "
+               "(the label follows the clause a connective points to, with double "
+               "negations) or negation (the same with single negations only; the "
                "EfficientBERT search's tiny setting).", "standard"),
         Option("dev_rows", "int", "Rows of every dev split (default: n // 4)."),
     )

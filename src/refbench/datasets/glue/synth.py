@@ -173,7 +173,7 @@ def _sst2(rng: random.Random, count: int) -> list[tuple]:
 
 
 #: SST-2 variants of `synthesize_glue(sst2=...)` ("compositional": `synth_variants`)
-SST2_VARIANTS = ("standard", "compositional")
+SST2_VARIANTS = ("standard", "compositional", "negation")
 
 
 def _cola(rng: random.Random, count: int) -> list[tuple]:
@@ -393,7 +393,7 @@ def synthesize_glue(out: Path, n: int = 200, seed: int = 0, *, sst2: str = "stan
     Train files get `n` rows, every dev/test file `dev_rows` (default `max(8, n // 4)`; more
     dev rows shrink evaluation noise); test files carry no labels. `sst2` picks the SST-2
     generator (`SST2_VARIANTS`; "compositional": the label depends on connectives and double
-    negation). The same arguments always write the same bytes; the defaults, the old ones."""
+    negation; "negation": the same with single negation only). The same arguments always write the same bytes; the defaults, the old ones."""
     if n < 1:
         raise RefbenchError(f"n must be at least 1 (got {n})", key="n")
     if dev_rows is not None and dev_rows < 1:
@@ -401,8 +401,9 @@ def synthesize_glue(out: Path, n: int = 200, seed: int = 0, *, sst2: str = "stan
     if sst2 not in SST2_VARIANTS:
         raise RefbenchError(f"unknown SST-2 variant {sst2!r} (choose from "
                             f"{', '.join(SST2_VARIANTS)})", key="sst2")
-    from refbench.datasets.glue.synth_variants import sst2_compositional
-    sst2_gen = _sst2 if sst2 == "standard" else sst2_compositional
+    from refbench.datasets.glue.synth_variants import sst2_compositional, sst2_negation
+    sst2_gen = {"standard": _sst2, "compositional": sst2_compositional,
+                "negation": sst2_negation}[sst2]
     root = Path(out)
     small = max(8, n // 4) if dev_rows is None else dev_rows
 
