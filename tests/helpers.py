@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def run_cli(args: list[str]) -> int:
@@ -50,3 +50,20 @@ def tiny_glue_teacher(base: Path, n: int, steps: int) -> dict[str, Path]:
     with one_thread():
         train(config)
     return {"base": base, "cache": base / "cache", "teacher": base / "runs" / "teacher"}
+
+
+def assert_computes_like_supernet(student: Any, net: Any, batch: dict[str, Any],
+                                  arch: Any) -> None:
+    """An EfficientBERT student started from supernet weights (a search's, or an official
+    checkpoint's) computes what the supernet computes for its architecture: the same
+    logits (to 1e-6) and the same fit-dense hidden states (to 1e-5)."""
+    import torch
+
+    student.eval()
+    net.eval()
+    with torch.no_grad():
+        mine, theirs = student(batch, output_attentions=True), net(batch, arch)
+        hidden = student.fit_dense(mine.encoder.hidden_states)
+    assert torch.allclose(mine.logits, theirs.logits, atol=1e-6)
+    for a, b in zip(hidden, theirs.hidden_states):
+        assert torch.allclose(a, b, atol=1e-5)

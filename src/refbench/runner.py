@@ -174,6 +174,8 @@ def train(config: RunConfig, resume: bool = False) -> RunSummary:
     check_recipe_task(config, spec.task.type)  # before the model keys: it names the cause
     baseline_cls = BASELINES.get(config.baseline)
     baseline_cls.validate_config(config.model, spec)  # before anything is written
+    if config.init_from is not None:
+        baseline_cls.check_init_from(config.init_from, config.model, spec)
     decided = baseline_cls.configure_trainer(config.model, spec, config.trainer)
     options = check_metric_options(spec, config.evaluation, key="evaluation")
     run_dir = run_dir_of(config)

@@ -38,7 +38,7 @@ from refbench.baselines.nlp.efficientbert.supernet import (
 )
 from refbench.errors import RefbenchError
 from refbench.registry import get_spec
-from tests.helpers import one_thread, run_cli, tiny_glue_teacher
+from tests.helpers import assert_computes_like_supernet, one_thread, run_cli, tiny_glue_teacher
 
 TINY_FFNS = ["tanh(linear4_2(gelu(linear4_2(x,wb1)),wb2))",
              "linear1_2(relu(mul(linear1_2(x,wb1),x)),wb2)"]
@@ -324,14 +324,9 @@ def test_searched_student_starts_from_the_supernet(searched: dict[str, Any],
     mask = torch.ones_like(ids)
     mask[1, 8:] = 0
     batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids), "attention_mask": mask}
-    student.eval()
-    net.eval()
+    assert_computes_like_supernet(student, net, batch, arch)
     with torch.no_grad():
-        mine, theirs = student(batch, output_attentions=True), net(batch, arch)
-        hidden = student.fit_dense(mine.encoder.hidden_states)
-    assert torch.allclose(mine.logits, theirs.logits, atol=1e-6)
-    for a, b in zip(hidden, theirs.hidden_states):
-        assert torch.allclose(a, b, atol=1e-5)
+        theirs = net(batch, arch)
     fresh = EfficientBertClassifier.create({**config.model, "init_supernet": None}, spec, None,
                                            tmp_path / "fresh")
     fresh.eval()

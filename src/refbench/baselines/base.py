@@ -66,6 +66,13 @@ class Baseline(nn.Module):
         return from_dict(cls.Config, dict(model_cfg), prefix="model")
 
     @classmethod
+    def check_init_from(cls, init_from: str, model_cfg: Mapping[str, Any],
+                        spec: "BenchmarkSpec") -> None:
+        """`--init-from PATH`, before the run writes anything: a family checks here that
+        PATH holds what `create` can start from (one-line error naming it). Default:
+        nothing; `create` checks."""
+
+    @classmethod
     def configure_trainer(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
                           trainer: Any) -> list[str]:
         """Trainer settings the model's own config decides, applied in place before the run
@@ -138,6 +145,11 @@ class HeadDispatch(Baseline):
     @classmethod
     def validate_config(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec") -> Any:
         return cls.head_for(spec).validate_config(model_cfg, spec)
+
+    @classmethod
+    def check_init_from(cls, init_from: str, model_cfg: Mapping[str, Any],
+                        spec: "BenchmarkSpec") -> None:
+        cls.head_for(spec).check_init_from(init_from, model_cfg, spec)
 
     @classmethod
     def configure_trainer(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",

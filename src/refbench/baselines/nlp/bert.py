@@ -143,6 +143,11 @@ def train_wordpiece(texts: Iterator[str], vocab_size: int, lowercase: bool, out:
     fast.save_pretrained(str(out))
 
 
+def _check_checkpoint_folder(src: Path) -> None:
+    if not (src / "config.json").exists():
+        raise RefbenchError("not a local checkpoint folder (no config.json)", path=src)
+
+
 class _BertHead(Baseline):
     """Shared construction: tokenizer (trained, local, or from `init_from`) and HF config."""
 
@@ -173,6 +178,11 @@ class _BertHead(Baseline):
         return getattr(transformers, cls.hf_class_name)
 
     @classmethod
+    def check_init_from(cls, init_from: str, model_cfg: Mapping[str, Any],
+                        spec: "BenchmarkSpec") -> None:
+        _check_checkpoint_folder(Path(init_from))
+
+    @classmethod
     def create(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
                train_rows: "hf_datasets.Dataset", run_dir: Path,
                init_from: str | None = None) -> "_BertHead":
@@ -185,8 +195,7 @@ class _BertHead(Baseline):
         head = cls.head_kwargs(spec)
         if init_from is not None:
             src = Path(init_from)
-            if not (src / "config.json").exists():
-                raise RefbenchError("not a local checkpoint folder (no config.json)", path=src)
+            _check_checkpoint_folder(src)
             if not tok_dir.exists():
                 AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(tok_dir))
             hf_model = cls._hf_class().from_pretrained(str(src), **head)

@@ -171,11 +171,7 @@ class EfficientBertStudent(Baseline):
 
         cfg = from_dict(EfficientBertConfig, dict(model_cfg), prefix="model")
         check_config(cfg)
-        if init_from is not None:
-            raise NotImplementedError(
-                "efficientbert cannot start from a checkpoint yet: the official pre-trained "
-                "students are pickled torch files with the repo's own key names and "
-                "full-width FFN weights, and no converter to this model exists")
+        official = cls._read_init_from(init_from, cfg) if init_from is not None else None
         if cfg.init_supernet is not None:
             check_supernet_file(cfg)
         run_dir = Path(run_dir)
@@ -190,8 +186,12 @@ class EfficientBertStudent(Baseline):
                                tokenizer=cfg.tokenizer)
             install_teacher_tokenizer(teacher, tok_dir)
             cfg.teacher_hidden_size = teacher.hidden_size
+            if official is not None and official[2] is not None:
+                _same_vocabulary(AutoTokenizer.from_pretrained(str(tok_dir)), official[2])
         elif not tok_dir.exists():
-            if cfg.tokenizer is not None:
+            if official is not None and official[2] is not None:
+                _vocab_tokenizer(official[2], cfg.lowercase).save_pretrained(str(tok_dir))
+            elif cfg.tokenizer is not None:
                 AutoTokenizer.from_pretrained(cfg.tokenizer).save_pretrained(str(tok_dir))
             else:
                 train_wordpiece(cls.corpus(train_rows, spec), cfg.vocab_size, cfg.lowercase,
@@ -199,10 +199,40 @@ class EfficientBertStudent(Baseline):
         model = cls.from_tokenizer(cfg, AutoTokenizer.from_pretrained(str(tok_dir)), spec)
         if cfg.init_supernet is not None:
             model.start_from_supernet(Path(cfg.init_supernet))
+        if official is not None:
+            from refbench.baselines.nlp.efficientbert.official import check_vocabulary
+
+            check_vocabulary(official[1], model.tokenizer, official[0])
+            model.start_from_official(official[1], official[0])
         atomic_write_json(run_dir / MODEL_CONFIG, asdict(cfg))
         if teacher is not None:
             model.attach_teacher(teacher)
         return model
+
+    @classmethod
+    def check_init_from(cls, init_from: str, model_cfg: Mapping[str, Any],
+                        spec: "BenchmarkSpec") -> None:
+        """`--init-from`, before the run writes anything: the checkpoint reads and has
+        a vocabulary to go with it."""
+        cfg = from_dict(EfficientBertConfig, dict(model_cfg), prefix="model")
+        cls._read_init_from(init_from, cfg)
+
+    @staticmethod
+    def _read_init_from(init_from: str, cfg: EfficientBertConfig
+                        ) -> tuple[Path, dict[str, Tensor], Path | None]:
+        """(checkpoint file, its tensors under the supernet's names, vocab.txt or None)."""
+        from refbench.baselines.nlp.efficientbert.official import VOCAB_FILE, locate, read_state
+
+        if cfg.init_supernet is not None:
+            raise RefbenchError("start from an official checkpoint (--init-from) or from a "
+                                "search's supernet, not both", key="model.init_supernet")
+        path, vocab = locate(init_from)
+        state = read_state(path)
+        if vocab is None and cfg.distill.teacher_run is None and cfg.tokenizer is None:
+            raise RefbenchError(f"no {VOCAB_FILE} beside the checkpoint: the official students "
+                                f"use BERT-base uncased's vocab.txt; put it there (or set "
+                                f"model.tokenizer)", path=path.parent)
+        return path, state, vocab
 
     @torch.no_grad()
     def start_from_supernet(self, path: Path) -> None:
@@ -212,34 +242,57 @@ class EfficientBertStudent(Baseline):
         supernet of another size, is a one-line error naming the file."""
         from safetensors.torch import load_file
 
-        from refbench.baselines.nlp.efficientbert.supernet import EfficientBertSupernet
-
         try:
             state = load_file(str(path))
         except Exception as exc:  # safetensors raises several types for a bad file
             raise RefbenchError(f"cannot read the supernet ({str(exc).splitlines()[0][:120]})",
                                 path=path) from None
+        self._start_from(state, path, official=False)
+
+    @torch.no_grad()
+    def start_from_official(self, state: Mapping[str, Tensor], path: Path) -> None:
+        """Start from an official EfficientBERT checkpoint (`official.read_state`'s tensors):
+        the same copy as `start_from_supernet`, except that a pre-trained student has no
+        task head and a head of another label count (e.g. an MNLI student fine-tuned on
+        RTE) stays fresh, as does a fit-dense of another teacher width."""
+        self._start_from(state, path, official=True)
+
+    def _start_from(self, state: Mapping[str, Tensor], path: Path, official: bool) -> None:
+        from refbench.baselines.nlp.efficientbert.official import OPTIONAL_PREFIXES
+        from refbench.baselines.nlp.efficientbert.supernet import EfficientBertSupernet
+
+        what = "checkpoint" if official else "supernet"
         num_labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else 2
         fit = self.fit_dense.dense.out_features if self.fit_dense is not None else 1
+        if official and "fit_dense.dense.weight" in state:
+            fit = state["fit_dense.dense.weight"].shape[0]
         vocab = self.encoder.embeddings.token_embeddings.num_embeddings
         net = EfficientBertSupernet(self.cfg, vocab, num_labels, fit, self.pad_token_id)
         try:
-            net.load_state_dict(state)
+            missing, unexpected = net.load_state_dict(state, strict=not official)
         except RuntimeError as exc:
             lines = str(exc).splitlines()
             first = (lines[1] if len(lines) > 1 else lines[0]).strip()
-            raise RefbenchError(f"the supernet was trained for another student size "
+            raise RefbenchError(f"the {what} was trained for another student size "
                                 f"({first[:140]})", path=path) from None
+        lacking = [k for k in missing if not k.startswith(OPTIONAL_PREFIXES)]
+        if lacking or unexpected:
+            name, problem = (lacking[0], "lacks") if lacking else (unexpected[0], "has an extra")
+            raise RefbenchError(f"the {what} was trained for another student size (it "
+                                f"{problem} tensor {name})", path=path)
         self.encoder.embeddings.load_state_dict(net.embeddings.state_dict())
         for i, (mine, expr) in enumerate(zip(self.encoder.layers, self.cfg.ffn_expressions)):
             mine.attention.load_state_dict(net.layers[i].attention.state_dict())
             mine.ffn.load_state_dict(net.export_ffn(i, expr).state_dict())
-        if self.fit_dense is not None:
+        if (self.fit_dense is not None and "fit_dense.dense.weight" in state
+                and net.fit_dense.dense.weight.shape == self.fit_dense.dense.weight.shape):
             self.fit_dense.load_state_dict(net.fit_dense.state_dict())
-        self._head_from_supernet(net)
+        if "classifier.weight" in state:
+            self._head_from_supernet(net, required=not official)
 
-    def _head_from_supernet(self, net: Any) -> None:
-        """The supernet's GLUE head, where this student has one (SQuAD's stays fresh)."""
+    def _head_from_supernet(self, net: Any, required: bool = True) -> None:
+        """The supernet's GLUE head, where this student has one (SQuAD's stays fresh);
+        `required`: a head of another size is an error (else it stays fresh)."""
 
     @classmethod
     def restore(cls, model_cfg: Mapping[str, Any], spec: "BenchmarkSpec",
@@ -293,6 +346,24 @@ class EfficientBertStudent(Baseline):
         return sum(p.numel() for p in self.parameters())
 
 
+def _vocab_tokenizer(vocab: Path, lowercase: bool) -> Any:
+    """The BERT WordPiece tokenizer of a `vocab.txt` (what the official students use): one
+    token per line, its id the line's index (BERT's `load_vocab`)."""
+    from transformers import BertTokenizerFast
+
+    from refbench.baselines.nlp.efficientbert.official import read_vocab
+
+    return BertTokenizerFast(vocab=read_vocab(vocab), do_lower_case=lowercase)
+
+
+def _same_vocabulary(tokenizer: Any, vocab: Path) -> None:
+    """The teacher's tokenizer (the student's) must be the checkpoint's vocabulary."""
+    if tokenizer.get_vocab() != _vocab_tokenizer(vocab, True).get_vocab():
+        raise RefbenchError("the teacher's vocabulary differs from the checkpoint's vocab.txt: "
+                            "the student uses the teacher's tokenizer, so both must be the "
+                            "same", path=vocab)
+
+
 class EfficientBertClassifier(EfficientBertStudent):
     """The EfficientBERT student with a GLUE head: pooler `tanh(dense(h[CLS]))`, dropout,
     linear classifier (one squeezed output and MSE for STS-B)."""
@@ -316,8 +387,10 @@ class EfficientBertClassifier(EfficientBertStudent):
                        spec: "BenchmarkSpec") -> "EfficientBertClassifier":
         return cls._build(cfg, tokenizer, text_task(spec))
 
-    def _head_from_supernet(self, net: Any) -> None:
+    def _head_from_supernet(self, net: Any, required: bool = True) -> None:
         if net.classifier.weight.shape != self.classifier.weight.shape:
+            if not required:
+                return
             raise RefbenchError(f"the supernet's head has {net.classifier.out_features} "
                                 f"outputs, this task {self.classifier.out_features}",
                                 key="model.init_supernet")
