@@ -120,7 +120,10 @@ def train(baseline: str = typer.Argument(..., help="Baseline name, e.g. bert."),
           name: Optional[str] = typer.Option(None, "--name", help="Run name (folder under --output-dir)."),
           output_dir: Optional[str] = typer.Option(None, "--output-dir", help="Default: runs."),
           cache_dir: Optional[str] = typer.Option(None, "--cache-dir", help="Prepared dataset cache."),
-          init_from: Optional[str] = typer.Option(None, "--init-from", help="Local checkpoint folder."),
+          init_from: Optional[str] = typer.Option(
+              None, "--init-from", help="A local checkpoint (folder or file) to start from, in "
+              "the layout the baseline reads (its recipe comments and the README name it); "
+              "checked before the run folder is written."),
           max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),
           limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N examples per split."),
           resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete "
