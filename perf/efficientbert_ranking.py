@@ -37,8 +37,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=800, help="synthesized SST-2 training rows")
     parser.add_argument("--teacher-steps", type=int, default=150)
     parser.add_argument("--sst2", default="standard",
-                        help="synthesized SST-2 variant: standard or compositional (the tiny "
-                             "setting in which architectures differ, see efficientbert_search)")
+                        help="synthesized SST-2 variant: standard, compositional or negation "
+                             "(settings in which architectures differ, see "
+                             "efficientbert_search)")
     parser.add_argument("--dev-rows", type=int, default=None,
                         help="validation rows (default: n // 4)")
     parser.add_argument("--out", type=Path, default=None, help="default: WORK/ranking")

@@ -151,7 +151,8 @@ def test_bad_checkpoints_are_one_line_errors_that_write_nothing(tmp_path: Path) 
              (novocab, {}, "no vocab.txt beside the checkpoint"),
              (shortvocab, {"vocab_size": len(WORDS) - 3}, "embeds 40 tokens"),
              (repeated, {}, "line 40: token 'film' repeats line 7"),
-             (good, {"hidden_size": 32}, "another student size"),
+             (good, {"hidden_size": 32}, r"another student size \(embeddings.segment_"
+              r"embeddings.weight is \[2, 64\] there, \[2, 32\] in this student\)"),
              (good, {"num_layers": 1, "ffn_expressions": EXPRESSIONS[:1]},
               "has an extra tensor layers.1"),
              (good, {"init_supernet": str(tmp_path / "s.safetensors")}, "not both")]
@@ -178,3 +179,15 @@ def test_cli_refuses_a_bad_init_from_before_writing_the_run(tmp_path: Path, base
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_cli_refuses_a_checkpoint_of_another_size_before_writing_the_run(tmp_path: Path) -> None:
+    source = _write(tmp_path / "ckpt", _supernet())
+    out = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "refbench", "train", "efficientbert", "--benchmark", "glue-sst2",
+         "--recipe", "efficientbert_tiny_glue", "--output-dir", str(out), "--name", "x",
+         "--cache-dir", str(tmp_path / "cache"), "--init-from", str(source),
+         "--set", "model.hidden_size=32"], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "another student size" in proc.stderr and not out.exists()

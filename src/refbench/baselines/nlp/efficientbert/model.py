@@ -28,6 +28,7 @@ training split as in `bert`.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
@@ -232,6 +233,9 @@ class EfficientBertStudent(Baseline):
             raise RefbenchError(f"no {VOCAB_FILE} beside the checkpoint: the official students "
                                 f"use BERT-base uncased's vocab.txt; put it there (or set "
                                 f"model.tokenizer)", path=path.parent)
+        rows = state.get("embeddings.token_embeddings.weight")
+        supernet_of(state, cfg, path, official=True, vocab=rows.shape[0] if rows is not None
+                    else cfg.vocab_size, fit=1)  # sizes, before anything is written
         return path, state, vocab
 
     @torch.no_grad()
@@ -258,28 +262,10 @@ class EfficientBertStudent(Baseline):
         self._start_from(state, path, official=True)
 
     def _start_from(self, state: Mapping[str, Tensor], path: Path, official: bool) -> None:
-        from refbench.baselines.nlp.efficientbert.official import OPTIONAL_PREFIXES
-        from refbench.baselines.nlp.efficientbert.supernet import EfficientBertSupernet
-
-        what = "checkpoint" if official else "supernet"
-        num_labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else 2
         fit = self.fit_dense.dense.out_features if self.fit_dense is not None else 1
-        if official and "fit_dense.dense.weight" in state:
-            fit = state["fit_dense.dense.weight"].shape[0]
         vocab = self.encoder.embeddings.token_embeddings.num_embeddings
-        net = EfficientBertSupernet(self.cfg, vocab, num_labels, fit, self.pad_token_id)
-        try:
-            missing, unexpected = net.load_state_dict(state, strict=not official)
-        except RuntimeError as exc:
-            lines = str(exc).splitlines()
-            first = (lines[1] if len(lines) > 1 else lines[0]).strip()
-            raise RefbenchError(f"the {what} was trained for another student size "
-                                f"({first[:140]})", path=path) from None
-        lacking = [k for k in missing if not k.startswith(OPTIONAL_PREFIXES)]
-        if lacking or unexpected:
-            name, problem = (lacking[0], "lacks") if lacking else (unexpected[0], "has an extra")
-            raise RefbenchError(f"the {what} was trained for another student size (it "
-                                f"{problem} tensor {name})", path=path)
+        net = supernet_of(state, self.cfg, path, official=official, vocab=vocab, fit=fit,
+                          pad_token_id=self.pad_token_id)
         self.encoder.embeddings.load_state_dict(net.embeddings.state_dict())
         for i, (mine, expr) in enumerate(zip(self.encoder.layers, self.cfg.ffn_expressions)):
             mine.attention.load_state_dict(net.layers[i].attention.state_dict())
@@ -344,6 +330,40 @@ class EfficientBertStudent(Baseline):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def supernet_of(state: Mapping[str, Tensor], cfg: EfficientBertConfig, path: Path, *,
+                official: bool, vocab: int, fit: int, pad_token_id: int = 0) -> Any:
+    """The supernet of the student `cfg` holding `state` (a search's `supernet.safetensors`,
+    or an official checkpoint read by `official.read_state`, whose fit-dense width is its
+    own and which may lack the head and fit-dense). A tensor of another shape, a missing
+    one or an extra one is a one-line error naming the file: another student size."""
+    from refbench.baselines.nlp.efficientbert.official import OPTIONAL_PREFIXES
+    from refbench.baselines.nlp.efficientbert.supernet import EfficientBertSupernet
+
+    what = "checkpoint" if official else "supernet"
+    num_labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else 2
+    if official and "fit_dense.dense.weight" in state:
+        fit = state["fit_dense.dense.weight"].shape[0]
+    net = EfficientBertSupernet(cfg, vocab, num_labels, fit, pad_token_id)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=not official)
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        first = (lines[1] if len(lines) > 1 else lines[0]).strip()
+        shapes = re.search(r"size mismatch for (\S+): copying a param with shape "
+                           r"torch.Size\((\[[^\]]*\])\).*current model is "
+                           r"torch.Size\((\[[^\]]*\])\)", first)
+        if shapes:
+            first = f"{shapes[1]} is {shapes[2]} there, {shapes[3]} in this student"
+        raise RefbenchError(f"the {what} was trained for another student size "
+                            f"({first[:140]})", path=path) from None
+    lacking = [k for k in missing if not k.startswith(OPTIONAL_PREFIXES)]
+    if lacking or unexpected:
+        name, problem = (lacking[0], "lacks") if lacking else (unexpected[0], "has an extra")
+        raise RefbenchError(f"the {what} was trained for another student size (it "
+                            f"{problem} tensor {name})", path=path)
+    return net
 
 
 def _vocab_tokenizer(vocab: Path, lowercase: bool) -> Any:

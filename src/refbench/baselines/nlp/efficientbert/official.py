@@ -82,8 +82,11 @@ def read_state(path: Path) -> dict[str, Tensor]:
     try:
         raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch raise many types for a bad file
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise RefbenchError(f"cannot read the checkpoint ({first[:120]})", path=path) from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:120]
+        if "weights only load failed" in first.lower():  # torch's reason is pages long
+            first = ("not a torch.save file of tensors; it is read with weights_only=True, so "
+                     "a pickle holding code or other objects is refused")
+        raise RefbenchError(f"cannot read the checkpoint ({first})", path=path) from None
     state = raw.get("state_dict", raw) if isinstance(raw, Mapping) else None
     if not isinstance(state, Mapping) or not state:
         raise RefbenchError("not an EfficientBERT checkpoint (no state_dict of tensors)",
