@@ -28,7 +28,6 @@ training split as in `bert`.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
@@ -38,7 +37,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from refbench.baselines.base import Baseline, HeadDispatch, Prediction, pad_token_batch
-from refbench.baselines.nlp.bert import is_extractive_qa, text_task, texts, train_wordpiece
+from refbench.baselines.nlp.bert import (
+    is_extractive_qa,
+    text_task,
+    texts,
+    train_wordpiece,
+)
 from refbench.baselines.nlp.distill import (
     BertTeacher,
     EncoderOutputs,
@@ -57,7 +61,19 @@ from refbench.baselines.nlp.efficientbert.encoder import (
     check_config,
     init_weights,
 )
-from refbench.baselines.nlp.qa import QAConfig, collate_qa, encode_squad, postprocess, span_loss
+from refbench.baselines.nlp.efficientbert.official import (
+    check_same_vocabulary,
+    check_vocabulary,
+    read_init_from,
+    vocab_tokenizer,
+)
+from refbench.baselines.nlp.qa import (
+    QAConfig,
+    collate_qa,
+    encode_squad,
+    postprocess,
+    span_loss,
+)
 from refbench.config import from_dict
 from refbench.errors import RefbenchError
 from refbench.io import atomic_write_json
@@ -172,7 +188,7 @@ class EfficientBertStudent(Baseline):
 
         cfg = from_dict(EfficientBertConfig, dict(model_cfg), prefix="model")
         check_config(cfg)
-        official = cls._read_init_from(init_from, cfg) if init_from is not None else None
+        official = read_init_from(init_from, cfg) if init_from is not None else None
         if cfg.init_supernet is not None:
             check_supernet_file(cfg)
         run_dir = Path(run_dir)
@@ -188,10 +204,10 @@ class EfficientBertStudent(Baseline):
             install_teacher_tokenizer(teacher, tok_dir)
             cfg.teacher_hidden_size = teacher.hidden_size
             if official is not None and official[2] is not None:
-                _same_vocabulary(AutoTokenizer.from_pretrained(str(tok_dir)), official[2])
+                check_same_vocabulary(AutoTokenizer.from_pretrained(str(tok_dir)), official[2])
         elif not tok_dir.exists():
             if official is not None and official[2] is not None:
-                _vocab_tokenizer(official[2], cfg.lowercase).save_pretrained(str(tok_dir))
+                vocab_tokenizer(official[2], cfg.lowercase).save_pretrained(str(tok_dir))
             elif cfg.tokenizer is not None:
                 AutoTokenizer.from_pretrained(cfg.tokenizer).save_pretrained(str(tok_dir))
             else:
@@ -201,8 +217,6 @@ class EfficientBertStudent(Baseline):
         if cfg.init_supernet is not None:
             model.start_from_supernet(Path(cfg.init_supernet))
         if official is not None:
-            from refbench.baselines.nlp.efficientbert.official import check_vocabulary
-
             check_vocabulary(official[1], model.tokenizer, official[0])
             model.start_from_official(official[1], official[0])
         atomic_write_json(run_dir / MODEL_CONFIG, asdict(cfg))
@@ -216,27 +230,7 @@ class EfficientBertStudent(Baseline):
         """`--init-from`, before the run writes anything: the checkpoint reads and has
         a vocabulary to go with it."""
         cfg = from_dict(EfficientBertConfig, dict(model_cfg), prefix="model")
-        cls._read_init_from(init_from, cfg)
-
-    @staticmethod
-    def _read_init_from(init_from: str, cfg: EfficientBertConfig
-                        ) -> tuple[Path, dict[str, Tensor], Path | None]:
-        """(checkpoint file, its tensors under the supernet's names, vocab.txt or None)."""
-        from refbench.baselines.nlp.efficientbert.official import VOCAB_FILE, locate, read_state
-
-        if cfg.init_supernet is not None:
-            raise RefbenchError("start from an official checkpoint (--init-from) or from a "
-                                "search's supernet, not both", key="model.init_supernet")
-        path, vocab = locate(init_from)
-        state = read_state(path)
-        if vocab is None and cfg.distill.teacher_run is None and cfg.tokenizer is None:
-            raise RefbenchError(f"no {VOCAB_FILE} beside the checkpoint: the official students "
-                                f"use BERT-base uncased's vocab.txt; put it there (or set "
-                                f"model.tokenizer)", path=path.parent)
-        rows = state.get("embeddings.token_embeddings.weight")
-        supernet_of(state, cfg, path, official=True, vocab=rows.shape[0] if rows is not None
-                    else cfg.vocab_size, fit=1)  # sizes, before anything is written
-        return path, state, vocab
+        read_init_from(init_from, cfg)
 
     @torch.no_grad()
     def start_from_supernet(self, path: Path) -> None:
@@ -264,6 +258,8 @@ class EfficientBertStudent(Baseline):
     def _start_from(self, state: Mapping[str, Tensor], path: Path, official: bool) -> None:
         fit = self.fit_dense.dense.out_features if self.fit_dense is not None else 1
         vocab = self.encoder.embeddings.token_embeddings.num_embeddings
+        from refbench.baselines.nlp.efficientbert.supernet import supernet_of
+
         net = supernet_of(state, self.cfg, path, official=official, vocab=vocab, fit=fit,
                           pad_token_id=self.pad_token_id)
         self.encoder.embeddings.load_state_dict(net.embeddings.state_dict())
@@ -330,58 +326,6 @@ class EfficientBertStudent(Baseline):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def supernet_of(state: Mapping[str, Tensor], cfg: EfficientBertConfig, path: Path, *,
-                official: bool, vocab: int, fit: int, pad_token_id: int = 0) -> Any:
-    """The supernet of the student `cfg` holding `state` (a search's `supernet.safetensors`,
-    or an official checkpoint read by `official.read_state`, whose fit-dense width is its
-    own and which may lack the head and fit-dense). A tensor of another shape, a missing
-    one or an extra one is a one-line error naming the file: another student size."""
-    from refbench.baselines.nlp.efficientbert.official import OPTIONAL_PREFIXES
-    from refbench.baselines.nlp.efficientbert.supernet import EfficientBertSupernet
-
-    what = "checkpoint" if official else "supernet"
-    num_labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else 2
-    if official and "fit_dense.dense.weight" in state:
-        fit = state["fit_dense.dense.weight"].shape[0]
-    net = EfficientBertSupernet(cfg, vocab, num_labels, fit, pad_token_id)
-    try:
-        missing, unexpected = net.load_state_dict(state, strict=not official)
-    except RuntimeError as exc:
-        lines = str(exc).splitlines()
-        first = (lines[1] if len(lines) > 1 else lines[0]).strip()
-        shapes = re.search(r"size mismatch for (\S+): copying a param with shape "
-                           r"torch.Size\((\[[^\]]*\])\).*current model is "
-                           r"torch.Size\((\[[^\]]*\])\)", first)
-        if shapes:
-            first = f"{shapes[1]} is {shapes[2]} there, {shapes[3]} in this student"
-        raise RefbenchError(f"the {what} was trained for another student size "
-                            f"({first[:140]})", path=path) from None
-    lacking = [k for k in missing if not k.startswith(OPTIONAL_PREFIXES)]
-    if lacking or unexpected:
-        name, problem = (lacking[0], "lacks") if lacking else (unexpected[0], "has an extra")
-        raise RefbenchError(f"the {what} was trained for another student size (it "
-                            f"{problem} tensor {name})", path=path)
-    return net
-
-
-def _vocab_tokenizer(vocab: Path, lowercase: bool) -> Any:
-    """The BERT WordPiece tokenizer of a `vocab.txt` (what the official students use): one
-    token per line, its id the line's index (BERT's `load_vocab`)."""
-    from transformers import BertTokenizerFast
-
-    from refbench.baselines.nlp.efficientbert.official import read_vocab
-
-    return BertTokenizerFast(vocab=read_vocab(vocab), do_lower_case=lowercase)
-
-
-def _same_vocabulary(tokenizer: Any, vocab: Path) -> None:
-    """The teacher's tokenizer (the student's) must be the checkpoint's vocabulary."""
-    if tokenizer.get_vocab() != _vocab_tokenizer(vocab, True).get_vocab():
-        raise RefbenchError("the teacher's vocabulary differs from the checkpoint's vocab.txt: "
-                            "the student uses the teacher's tokenizer, so both must be the "
-                            "same", path=vocab)
 
 
 class EfficientBertClassifier(EfficientBertStudent):

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from torch import Tensor
 
 from refbench.errors import RefbenchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from refbench.baselines.nlp.efficientbert.encoder import EfficientBertConfig
 
 #: the best checkpoint's name (`save_checkpoint(..., is_best=True)` copies to it)
 BEST_CHECKPOINT = "best_model.bin"
@@ -142,3 +145,41 @@ def check_vocabulary(state: Mapping[str, Tensor], tokenizer: Any, path: Path) ->
         raise RefbenchError(f"the checkpoint embeds {rows} tokens but the vocabulary has "
                             f"{len(tokenizer)} (the official students use BERT-base uncased's "
                             f"vocab.txt)", path=path)
+
+
+def read_init_from(init_from: str | Path, cfg: "EfficientBertConfig"
+                   ) -> tuple[Path, dict[str, Tensor], Path | None]:
+    """`--init-from` of a student `cfg`: (checkpoint file, its tensors under the supernet's
+    names, vocab.txt or None), every check done (readable, a vocabulary to go with it, the
+    student's sizes) before the run writes anything."""
+    from refbench.baselines.nlp.efficientbert.supernet import supernet_of
+
+    if cfg.init_supernet is not None:
+        raise RefbenchError("start from an official checkpoint (--init-from) or from a "
+                            "search's supernet, not both", key="model.init_supernet")
+    path, vocab = locate(init_from)
+    state = read_state(path)
+    if vocab is None and cfg.distill.teacher_run is None and cfg.tokenizer is None:
+        raise RefbenchError(f"no {VOCAB_FILE} beside the checkpoint: the official students "
+                            f"use BERT-base uncased's vocab.txt; put it there (or set "
+                            f"model.tokenizer)", path=path.parent)
+    rows = state.get("embeddings.token_embeddings.weight")
+    supernet_of(state, cfg, path, official=True, vocab=rows.shape[0] if rows is not None
+                else cfg.vocab_size, fit=1)  # sizes, before anything is written
+    return path, state, vocab
+
+
+def vocab_tokenizer(vocab: Path, lowercase: bool) -> Any:
+    """The BERT WordPiece tokenizer of a `vocab.txt` (what the official students use): one
+    token per line, its id the line's index (BERT's `load_vocab`)."""
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(vocab=read_vocab(vocab), do_lower_case=lowercase)
+
+
+def check_same_vocabulary(tokenizer: Any, vocab: Path) -> None:
+    """The teacher's tokenizer (the student's) must be the checkpoint's vocabulary."""
+    if tokenizer.get_vocab() != vocab_tokenizer(vocab, True).get_vocab():
+        raise RefbenchError("the teacher's vocabulary differs from the checkpoint's vocab.txt: "
+                            "the student uses the teacher's tokenizer, so both must be the "
+                            "same", path=vocab)

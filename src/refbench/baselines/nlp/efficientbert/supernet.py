@@ -270,3 +270,37 @@ def collate(features: Sequence[Mapping[str, Any]], pad_token_id: int, max_length
     dtype = torch.float32 if regression else torch.long
     return {**pad_token_batch(features, pad_token_id, max_length),
             "labels": torch.tensor([f["label"] for f in features], dtype=dtype)}
+
+
+def supernet_of(state: Mapping[str, Tensor], cfg: EfficientBertConfig, path: Path, *,
+                official: bool, vocab: int, fit: int,
+                pad_token_id: int = 0) -> EfficientBertSupernet:
+    """The supernet of the student `cfg` holding `state` (a search's `supernet.safetensors`,
+    or an official checkpoint read by `official.read_state`, whose fit-dense width is its
+    own and which may lack the head and fit-dense). A tensor of another shape, a missing
+    one or an extra one is a one-line error naming the file: another student size."""
+    from refbench.baselines.nlp.efficientbert.official import OPTIONAL_PREFIXES
+
+    what = "checkpoint" if official else "supernet"
+    num_labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else 2
+    if official and "fit_dense.dense.weight" in state:
+        fit = state["fit_dense.dense.weight"].shape[0]
+    net = EfficientBertSupernet(cfg, vocab, num_labels, fit, pad_token_id)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=not official)
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        first = (lines[1] if len(lines) > 1 else lines[0]).strip()
+        shapes = re.search(r"size mismatch for (\S+): copying a param with shape "
+                           r"torch.Size\((\[[^\]]*\])\).*current model is "
+                           r"torch.Size\((\[[^\]]*\])\)", first)
+        if shapes:
+            first = f"{shapes[1]} is {shapes[2]} there, {shapes[3]} in this student"
+        raise RefbenchError(f"the {what} was trained for another student size "
+                            f"({first[:140]})", path=path) from None
+    lacking = [k for k in missing if not k.startswith(OPTIONAL_PREFIXES)]
+    if lacking or unexpected:
+        name, problem = (lacking[0], "lacks") if lacking else (unexpected[0], "has an extra")
+        raise RefbenchError(f"the {what} was trained for another student size (it "
+                            f"{problem} tensor {name})", path=path)
+    return net
