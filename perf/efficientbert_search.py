@@ -87,11 +87,13 @@ def _spread(values: list[float]) -> str:
 
 
 def _trained(trainer: Any, arch: Any, seed: int, truth_seeds: int,
-             init: Any = None) -> dict[str, Any]:
-    """`arch` trained `truth_seeds` times (training seeds `seed`, `seed + 1000`, ...), the
-    metric averaged: one training's seed noise is larger than architecture differences.
-    `init`: the search's supernet weights to start from (else fresh weights)."""
-    runs = [trainer.train(arch, seed + 1000 * k, init) for k in range(truth_seeds)]
+             init: Any = None, first: int = 0) -> dict[str, Any]:
+    """`arch` trained `truth_seeds` times (training seeds `seed + 1000 * k` for k = `first`,
+    `first + 1`, ...), the metric averaged: one training's seed noise is larger than
+    architecture differences. `init`: the search's supernet weights to start from (else
+    fresh weights). Trainings are deterministic, so `first=3` adds seeds 3.. to an earlier
+    run of `truth_seeds=3` without repeating it."""
+    runs = [trainer.train(arch, seed + 1000 * k, init) for k in range(first, first + truth_seeds)]
     values = [r.metric if r.metric is not None else float("-inf") for r in runs]
     return {**runs[0].to_json(trainer.primary), "per_seed": values,
             "seeds": [r.seed for r in runs], "metric": statistics.fmean(values)}
@@ -185,7 +187,8 @@ def run(seeds: list[int], random_count: int, n: int, work: Path, steps: int | No
         teacher_steps: int, extra: list[str], truth_seeds: int = 2, sst2: str = "standard",
         dev_rows: int | None = None, spread_only: tuple[int, int] | None = None,
         teacher_set: tuple[str, ...] = (), init: str = "scratch",
-        real: tuple[str, Path, Path] | None = None) -> dict[str, Any]:
+        real: tuple[str, Path, Path] | None = None, first_truth_seed: int = 0
+        ) -> dict[str, Any]:
     """`real`: (benchmark, prepared cache, teacher run) of a real release instead of the
     synthesized SST-2 and its `bert_tiny_glue` teacher."""
     from refbench.baselines.nlp.efficientbert.standalone import StandaloneTrainer
@@ -212,8 +215,8 @@ def run(seeds: list[int], random_count: int, n: int, work: Path, steps: int | No
                                     benchmark)
         weights = (trainer.load_supernet(work / f"search-{seed}" / "supernet.safetensors")
                    if init == "supernet" else None)
-        searched = _trained(trainer, chosen, seed, truth_seeds, weights)
-        randoms = [_trained(trainer, a, seed, truth_seeds, weights)
+        searched = _trained(trainer, chosen, seed, truth_seeds, weights, first_truth_seed)
+        randoms = [_trained(trainer, a, seed, truth_seeds, weights, first_truth_seed)
                    for a in trainer.random_architectures(random_count, 10_000 + seed)]
         median = statistics.median(r["metric"] for r in randoms)
         row = {"seed": seed, "searched": searched, "random": randoms, "median_random": median,
@@ -231,7 +234,8 @@ def run(seeds: list[int], random_count: int, n: int, work: Path, steps: int | No
             print(f"seed {seed} random architectures: {anova_line(row['random_spread'])}")
     margins = [r["margin"] for r in rows]
     summary = {"seeds": seeds, "random_per_seed": random_count, "n": n, "init": init,
-               "truth_seeds": truth_seeds, "overrides": extra,
+               "truth_seeds": truth_seeds, "first_truth_seed": first_truth_seed,
+               "overrides": extra,
                "standalone_steps": trainer.steps, "eval_rows": trainer.eval_rows,
                "mean_margin": statistics.fmean(margins),
                "wins": sum(m > 0 for m in margins), "ties": sum(m == 0 for m in margins),
@@ -252,6 +256,9 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=150)
     parser.add_argument("--truth-seeds", type=int, default=2,
                         help="stand-alone trainings averaged per architecture")
+    parser.add_argument("--first-truth-seed", type=int, default=0,
+                        help="train truth seeds FIRST.. (e.g. 3 with --truth-seeds 3 adds "
+                             "seeds 3-5 to an earlier 3-seed run; trainings are deterministic)")
     parser.add_argument("--sst2", default="standard",
                         help="synthesized SST-2 variant: standard, compositional or negation")
     parser.add_argument("--dev-rows", type=int, default=None,
@@ -284,7 +291,7 @@ def main() -> None:
                       args.extra, args.truth_seeds, args.sst2, args.dev_rows, args.spread,
                       tuple(args.teacher_set), args.init,
                       (args.real[0], Path(args.real[1]), Path(args.real[2]))
-                      if args.real else None)
+                      if args.real else None, args.first_truth_seed)
     if args.json is not None:
         from refbench.io import atomic_write_json
 

@@ -92,3 +92,28 @@ def test_anova_without_any_variation_says_no_difference() -> None:
     assert same["anova_f"] == 0.0 and same["anova_p"] == 1.0
     apart = module.anova([[50.0, 50.0], [60.0, 60.0]])
     assert apart["anova_f"] == float("inf") and apart["anova_p"] == 0.0
+
+
+def test_trained_averages_the_truth_seeds_it_is_given() -> None:
+    """`_trained(..., truth_seeds=2, first=1)` trains seeds s + 1000 and s + 2000 only."""
+    seen: list[int] = []
+
+    class Trainer(_FakeTrainer):
+        primary = "accuracy"
+
+        def train(self, arch: _Arch, seed: int, init: object = None) -> "_Run2":
+            seen.append(seed)
+            return _Run2(float(seed // 1000), seed)
+
+    @dataclass
+    class _Run2:
+        metric: float
+        seed: int
+
+        def to_json(self, primary: str) -> dict[str, float]:
+            return {primary: self.metric}
+
+    out = _module()._trained(Trainer([]), _Arch(["arch0"]), 7, 2, None, first=1)
+    assert seen == [1007, 2007]
+    assert out["per_seed"] == [1.0, 2.0] and out["metric"] == 1.5
+    assert out["seeds"] == [1007, 2007]
