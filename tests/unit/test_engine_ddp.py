@@ -21,7 +21,7 @@ import torch
 from refbench.engine import DistContext, Trainer, find_checkpoint
 from tests.unit.engine_workers import toy
 
-_single_thread = pytest.fixture(autouse=True)(toy.single_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 WORKERS = Path(__file__).resolve().parent / "engine_workers"
 

@@ -25,7 +25,7 @@ from refbench.engine.schedules import lr_factor
 from refbench.errors import RefbenchError
 from tests.unit.engine_workers import toy
 
-_single_thread = pytest.fixture(autouse=True)(toy.single_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 WORKERS = Path(__file__).resolve().parent / "engine_workers"
 

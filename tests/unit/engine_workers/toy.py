@@ -8,7 +8,7 @@ Used by the test files and by the subprocess workers next to it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,14 +87,3 @@ def ddp_config(grad_accum: int = 1) -> TrainerConfig:
     """The run compared between 2 processes and 1: no dropout, so the maths must agree."""
     return config(max_steps=10, batch_size=8, grad_accum=grad_accum, eval_every=5, save_every=5,
                   schedule="one_cycle", log_every=1)
-
-
-def single_thread() -> Iterator[None]:
-    """Run a test with one intra-op thread: tiny ops on a busy 2-core box are far faster so,
-    and subprocess workers (which call `torch.set_num_threads(1)`) then compute alike."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
