@@ -203,11 +203,11 @@ class EfficientBertStudent(Baseline):
                                tokenizer=cfg.tokenizer)
             install_teacher_tokenizer(teacher, tok_dir)
             cfg.teacher_hidden_size = teacher.hidden_size
-            if official is not None and official[2] is not None:
-                check_same_vocabulary(AutoTokenizer.from_pretrained(str(tok_dir)), official[2])
+            if official is not None and official.vocab is not None:
+                check_same_vocabulary(AutoTokenizer.from_pretrained(str(tok_dir)), official.vocab)
         elif not tok_dir.exists():
-            if official is not None and official[2] is not None:
-                vocab_tokenizer(official[2], cfg.lowercase).save_pretrained(str(tok_dir))
+            if official is not None and official.vocab is not None:
+                vocab_tokenizer(official.vocab, cfg.lowercase).save_pretrained(str(tok_dir))
             elif cfg.tokenizer is not None:
                 AutoTokenizer.from_pretrained(cfg.tokenizer).save_pretrained(str(tok_dir))
             else:
@@ -217,8 +217,8 @@ class EfficientBertStudent(Baseline):
         if cfg.init_supernet is not None:
             model.start_from_supernet(Path(cfg.init_supernet))
         if official is not None:
-            check_vocabulary(official[1], model.tokenizer, official[0])
-            model.start_from_official(official[1], official[0])
+            check_vocabulary(official.state, model.tokenizer, official.path)
+            model.copy_from_supernet(official.supernet, official.state, official=True)
         atomic_write_json(run_dir / MODEL_CONFIG, asdict(cfg))
         if teacher is not None:
             model.attach_teacher(teacher)
@@ -245,23 +245,21 @@ class EfficientBertStudent(Baseline):
         except Exception as exc:  # safetensors raises several types for a bad file
             raise RefbenchError(f"cannot read the supernet ({str(exc).splitlines()[0][:120]})",
                                 path=path) from None
-        self._start_from(state, path, official=False)
-
-    @torch.no_grad()
-    def start_from_official(self, state: Mapping[str, Tensor], path: Path) -> None:
-        """Start from an official EfficientBERT checkpoint (`official.read_state`'s tensors):
-        the same copy as `start_from_supernet`, except that a pre-trained student has no
-        task head and a head of another label count (e.g. an MNLI student fine-tuned on
-        RTE) stays fresh, as does a fit-dense of another teacher width."""
-        self._start_from(state, path, official=True)
-
-    def _start_from(self, state: Mapping[str, Tensor], path: Path, official: bool) -> None:
-        fit = self.fit_dense.dense.out_features if self.fit_dense is not None else 1
-        vocab = self.encoder.embeddings.token_embeddings.num_embeddings
         from refbench.baselines.nlp.efficientbert.supernet import supernet_of
 
-        net = supernet_of(state, self.cfg, path, official=official, vocab=vocab, fit=fit,
+        fit = self.fit_dense.dense.out_features if self.fit_dense is not None else 1
+        vocab = self.encoder.embeddings.token_embeddings.num_embeddings
+        net = supernet_of(state, self.cfg, path, official=False, vocab=vocab, fit=fit,
                           pad_token_id=self.pad_token_id)
+        self.copy_from_supernet(net, state, official=False)
+
+    @torch.no_grad()
+    def copy_from_supernet(self, net: Any, state: Mapping[str, Tensor], official: bool) -> None:
+        """Copy `net` (a supernet holding `state`) into this student: embedding, attention,
+        each layer's FFN slices (`export_ffn`), fit-dense and the head where `state` has
+        them. `official`: an official checkpoint, whose head of another label count (e.g.
+        an MNLI student fine-tuned on RTE) stays fresh, as does a fit-dense of another
+        teacher width; a search's supernet must match."""
         self.encoder.embeddings.load_state_dict(net.embeddings.state_dict())
         for i, (mine, expr) in enumerate(zip(self.encoder.layers, self.cfg.ffn_expressions)):
             mine.attention.load_state_dict(net.layers[i].attention.state_dict())

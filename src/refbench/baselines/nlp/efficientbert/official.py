@@ -26,6 +26,7 @@ students use is BERT-base uncased's `vocab.txt` (the repo's `pretrained_ckpt/voc
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 BEST_CHECKPOINT = "best_model.bin"
 CHECKPOINT_SUFFIXES = (".bin", ".pth", ".pt")
 VOCAB_FILE = "vocab.txt"
+TOKEN_EMBEDDING = "embeddings.token_embeddings.weight"
 
 _RENAMES = (
     (re.compile(r"^encoder\.(\d+)\.all_ffn\.(\d+)\."), r"layers.\1.blocks.\2."),
@@ -138,20 +140,29 @@ def read_vocab(path: Path) -> dict[str, int]:
 
 
 def check_vocabulary(state: Mapping[str, Tensor], tokenizer: Any, path: Path) -> None:
-    """The checkpoint's token embedding has one row per vocabulary entry."""
-    rows = state["embeddings.token_embeddings.weight"].shape[0] \
-        if "embeddings.token_embeddings.weight" in state else None
-    if rows is not None and rows != len(tokenizer):
+    """The checkpoint's token embedding (always there: `supernet_of` checked) has one row
+    per vocabulary entry."""
+    rows = state[TOKEN_EMBEDDING].shape[0]
+    if rows != len(tokenizer):
         raise RefbenchError(f"the checkpoint embeds {rows} tokens but the vocabulary has "
                             f"{len(tokenizer)} (the official students use BERT-base uncased's "
                             f"vocab.txt)", path=path)
 
 
-def read_init_from(init_from: str | Path, cfg: "EfficientBertConfig"
-                   ) -> tuple[Path, dict[str, Tensor], Path | None]:
-    """`--init-from` of a student `cfg`: (checkpoint file, its tensors under the supernet's
-    names, vocab.txt or None), every check done (readable, a vocabulary to go with it, the
-    student's sizes) before the run writes anything."""
+@dataclass(frozen=True)
+class OfficialCheckpoint:
+    """What `--init-from` read: the file, its tensors under the supernet's names, the
+    vocab.txt beside it (or None) and the supernet holding the tensors."""
+
+    path: Path
+    state: dict[str, Tensor]
+    vocab: Path | None
+    supernet: Any  # EfficientBertSupernet
+
+
+def read_init_from(init_from: str | Path, cfg: "EfficientBertConfig") -> OfficialCheckpoint:
+    """`--init-from` of a student `cfg`, every check done (readable, a vocabulary to go
+    with it, the student's sizes) before the run writes anything."""
     from refbench.baselines.nlp.efficientbert.supernet import supernet_of
 
     if cfg.init_supernet is not None:
@@ -163,10 +174,9 @@ def read_init_from(init_from: str | Path, cfg: "EfficientBertConfig"
         raise RefbenchError(f"no {VOCAB_FILE} beside the checkpoint: the official students "
                             f"use BERT-base uncased's vocab.txt; put it there (or set "
                             f"model.tokenizer)", path=path.parent)
-    rows = state.get("embeddings.token_embeddings.weight")
-    supernet_of(state, cfg, path, official=True, vocab=rows.shape[0] if rows is not None
-                else cfg.vocab_size, fit=1)  # sizes, before anything is written
-    return path, state, vocab
+    rows = state[TOKEN_EMBEDDING].shape[0] if TOKEN_EMBEDDING in state else cfg.vocab_size
+    return OfficialCheckpoint(path, state, vocab,
+                              supernet_of(state, cfg, path, official=True, vocab=rows, fit=1))
 
 
 def vocab_tokenizer(vocab: Path, lowercase: bool) -> Any:
