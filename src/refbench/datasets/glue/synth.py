@@ -393,7 +393,8 @@ def synthesize_glue(out: Path, n: int = 200, seed: int = 0, *, sst2: str = "stan
     Train files get `n` rows, every dev/test file `dev_rows` (default `max(8, n // 4)`; more
     dev rows shrink evaluation noise); test files carry no labels. `sst2` picks the SST-2
     generator (`SST2_VARIANTS`; "compositional": the label depends on connectives and double
-    negation; "negation": the same with single negation only). The same arguments always write the same bytes; the defaults, the old ones."""
+    negation; "negation": the same with single negation only). The same arguments always
+    write the same bytes; the defaults, the old ones."""
     if n < 1:
         raise RefbenchError(f"n must be at least 1 (got {n})", key="n")
     if dev_rows is not None and dev_rows < 1:
