@@ -18,7 +18,7 @@ from refbench.engine.schedules import lr_curve
 from refbench.errors import RefbenchError
 from tests.unit.engine_workers import toy
 
-_single_thread = pytest.fixture(autouse=True)(toy.single_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = DistContext.single("cpu")
 

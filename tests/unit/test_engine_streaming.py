@@ -14,7 +14,7 @@ from refbench.engine.streaming import StreamingRows
 from refbench.errors import RefbenchError
 from tests.unit.engine_workers import toy
 
-_single_thread = pytest.fixture(autouse=True)(toy.single_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(n: int = 96) -> list[dict]:
